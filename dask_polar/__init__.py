@@ -1,8 +1,23 @@
 """dask_polar: straggler-resilient matrix products for Dask, with polar codes."""
 
-from . import codes
-from .exceptions import NotDecodableError
+from __future__ import annotations
+
+from . import codes, config
+from .array import coded_matmul
+from .exceptions import CodedJobError, NotDecodableError
+from .jobs import JobCallback, JobRecord, jobs, last_job
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["NotDecodableError", "codes", "__version__"]
+__all__ = [
+    "CodedJobError",
+    "JobCallback",
+    "JobRecord",
+    "NotDecodableError",
+    "__version__",
+    "codes",
+    "coded_matmul",
+    "config",
+    "jobs",
+    "last_job",
+]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["NotDecodableError"]
+__all__ = ["NotDecodableError", "CodedJobError"]
 
 
 class NotDecodableError(ValueError):
@@ -42,3 +42,40 @@ class NotDecodableError(ValueError):
 
     def __reduce__(self):  # keep attributes across pickling (distributed, Lambda)
         return (type(self), (self.received, self.needed, self.missing))
+
+
+class CodedJobError(RuntimeError):
+    """A coded job could not collect a decodable set of results, even after retries.
+
+    Parameters
+    ----------
+    token : str
+        The job's name.
+    failures : mapping of int -> str
+        Failed coded task index -> its last error (type and message).
+    received : int
+        Results that did arrive.
+    needed : int
+        The code's ``k``.
+
+    Attributes
+    ----------
+    token : str
+    failures : dict of int -> str
+    received, needed : int
+    """
+
+    def __init__(self, token: str, failures: dict[int, str], received: int, needed: int) -> None:
+        self.token = token
+        self.failures = dict(failures)
+        self.received = int(received)
+        self.needed = int(needed)
+        listed = "; ".join(f"task {j}: {err}" for j, err in sorted(self.failures.items())[:10])
+        more = f" (and {len(self.failures) - 10} more)" if len(self.failures) > 10 else ""
+        super().__init__(
+            f"coded job {token}: {self.received} results are not decodable (k={self.needed}) "
+            f"after retries; {len(self.failures)} task(s) failed: {listed}{more}"
+        )
+
+    def __reduce__(self):
+        return (type(self), (self.token, self.failures, self.received, self.needed))

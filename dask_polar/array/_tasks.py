@@ -1,0 +1,122 @@
+"""The functions inside a coded product's tasks: encode, work, drive, slice."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..codes import ErasureCode, PolarCode
+from ..executors import WorkOutcome, open_backend, run_early_completion
+from ..jobs import JobRecord
+
+__all__ = ["CodedJobSpec", "add", "combine", "pad_rows", "coded_product", "drive", "take"]
+
+
+def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One butterfly addition."""
+    return a + b
+
+
+def combine(coefficients: np.ndarray, *blocks: np.ndarray) -> np.ndarray:
+    """``sum_i coefficients[i] * blocks[i]`` (an encoded block of a dense code)."""
+    out = coefficients[0] * blocks[0]
+    for c, block in zip(coefficients[1:], blocks[1:]):
+        out += c * block
+    return out.astype(np.result_type(*blocks), copy=False)
+
+
+def pad_rows(block: np.ndarray, rows: int) -> np.ndarray:
+    """Pad ``block`` with zero rows to ``rows`` rows (all coded blocks share one shape)."""
+    if block.shape[0] == rows:
+        return block
+    out = np.zeros((rows, *block.shape[1:]), dtype=block.dtype)
+    out[: block.shape[0]] = block
+    return out
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return threading.current_thread().name
+
+
+def coded_product(x: np.ndarray, b: np.ndarray, flag: Any, delay: float, panel_rows: int | None) -> WorkOutcome:
+    """The work of one coded task: ``x @ b``, stopping early once ``flag`` is set.
+
+    Cancelling never interrupts running Python, so the task polls ``flag`` while it waits out
+    an injected straggler ``delay`` and between row panels of the product.
+    """
+    started = time.time()
+    worker = _worker_name()
+    if delay > 0 and flag.wait(delay):
+        return WorkOutcome(None, started, time.time(), worker, cancelled=True)
+    rows = x.shape[0]
+    out = np.empty((rows, b.shape[1]), dtype=np.result_type(x.dtype, b.dtype))
+    step = panel_rows or max(1, -(-rows // 8))
+    for lo in range(0, rows, step):
+        if flag.is_set():
+            return WorkOutcome(None, started, time.time(), worker, cancelled=True)
+        np.matmul(x[lo : lo + step], b, out=out[lo : lo + step])
+    return WorkOutcome(out, started, time.time(), worker)
+
+
+@dataclass
+class CodedJobSpec:
+    """Everything the driving task needs, shipped inside the graph (must pickle)."""
+
+    token: str
+    code: ErasureCode
+    coded_keys: dict[int, Any]  # coded index -> graph key of its block (absent: zero block)
+    rhs_key: Any
+    block_rows: int
+    dtype: np.dtype
+    delays: np.ndarray | None
+    retries: int
+    local_workers: int | None
+    panel_rows: int | None
+    executor: Any = None
+
+
+def drive(spec: CodedJobSpec, b: np.ndarray, *coded: np.ndarray) -> np.ndarray:
+    """Run the coded tasks of one product and decode at the first decodable set.
+
+    Returns the ``(k, block_rows, q)`` decoded products of the data blocks.
+    """
+    code = spec.code
+    values = dict(zip(spec.coded_keys, coded))
+    zero = np.zeros((spec.block_rows, b.shape[1]), dtype=spec.dtype)
+    known = {j: zero for j in range(code.n) if j not in values}
+    record = JobRecord(
+        token=spec.token,
+        code=repr(code),
+        n=code.n,
+        k=code.k,
+        backend="",
+        info_set=code.info_set.tolist() if isinstance(code, PolarCode) else None,
+        straggler_delays=None if spec.delays is None else spec.delays.tolist(),
+    )
+    with open_backend(spec.executor, spec.local_workers or code.n) as backend:
+        record.backend = backend.name
+        rhs = backend.reference(spec.rhs_key, b)
+        refs = {j: backend.reference(spec.coded_keys[j], v) for j, v in values.items()}
+
+        def make_task(j: int, attempt: int, flag: Any):
+            # a re-run goes to a fresh worker: the injected straggler delay is not repeated
+            delay = float(spec.delays[j]) if spec.delays is not None and attempt == 0 else 0.0
+            return coded_product, (refs[j], rhs, flag, delay, spec.panel_rows)
+
+        return run_early_completion(
+            code, backend, make_task, record=record, known=known, retries=spec.retries
+        )
+
+
+def take(decoded: np.ndarray, i: int, rows: int, col_start: int, col_stop: int) -> np.ndarray:
+    """Output block: the first ``rows`` rows of data block ``i``, columns ``col_start:col_stop``."""
+    return decoded[i, :rows, col_start:col_stop]

@@ -1,0 +1,341 @@
+"""``coded_matmul(A, B)``: a coded, straggler-resilient ``A @ B`` as a lazy Dask array."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+from dask.task_spec import List, Task, TaskRef
+
+from .. import config
+from .._validation import check_int
+from ..codes import (
+    ErasureCode,
+    LocalProductCode,
+    MDSCode,
+    PolarCode,
+    ReplicationCode,
+    UncodedCode,
+)
+from ..codes._base import check_dtype
+from . import _tasks
+
+__all__ = ["coded_matmul", "make_code"]
+
+CODE_NAMES = ("polar", "mds", "replication", "uncoded", "local-product")
+
+
+def make_code(
+    code: str | ErasureCode,
+    k: int,
+    *,
+    n: int | None = None,
+    redundancy: float | None = None,
+    straggler_prob: float | None = None,
+    runtimes: Any = None,
+) -> ErasureCode:
+    """Build the code for ``k`` data blocks from a name (or check a code object).
+
+    Parameters
+    ----------
+    code : {"polar", "mds", "replication", "uncoded", "local-product"} or ErasureCode
+    k : int
+        Number of data blocks.
+    n : int, optional
+        Number of coded tasks. Default: the next power of two >= ``redundancy * k`` for polar,
+        ``round(redundancy * k)`` for MDS, ``k * round(redundancy)`` for replication.
+    redundancy : float, optional
+        ``n / k`` to aim for (default from ``polar.redundancy``, 2).
+    straggler_prob, runtimes
+        Polar design inputs (see `dask_polar.codes.PolarCode`).
+
+    Returns
+    -------
+    ErasureCode
+    """
+    if isinstance(code, ErasureCode):
+        if code.k != k:
+            raise ValueError(f"code has k={code.k} data blocks but the product has k={k}")
+        if n is not None and n != code.n:
+            raise ValueError(f"n={n} disagrees with the code's n={code.n}")
+        return code
+    if not isinstance(code, str):
+        raise TypeError(
+            f"code must be one of {CODE_NAMES} or a dask_polar.codes code, got {type(code).__name__}"
+        )
+    if code not in CODE_NAMES:
+        raise ValueError(f"code must be one of {CODE_NAMES}, got {code!r}")
+    redundancy = config.get("redundancy", redundancy)
+    if isinstance(redundancy, bool) or not isinstance(redundancy, numbers.Real):
+        raise TypeError(f"redundancy must be a real number, got {type(redundancy).__name__}")
+    if not redundancy >= 1:
+        raise ValueError(f"redundancy must be >= 1, got {redundancy}")
+    if code != "polar" and (straggler_prob is not None or runtimes is not None):
+        raise ValueError("straggler_prob and runtimes design polar codes only")
+    if n is not None:
+        n = check_int("n", n, minimum=k)
+    if code == "polar":
+        if n is None:
+            n = 1 << max(0, math.ceil(math.log2(math.ceil(redundancy * k - 1e-9))))
+        return PolarCode(n, k, straggler_prob=straggler_prob, runtimes=runtimes)
+    if code == "mds":
+        return MDSCode(n if n is not None else max(k, round(redundancy * k)), k)
+    if code == "replication":
+        if n is not None and n % k:
+            raise ValueError(f"replication needs n to be a multiple of k={k}, got n={n}")
+        return ReplicationCode(k, n // k if n is not None else max(1, round(redundancy)))
+    if code == "uncoded":
+        if n is not None and n != k:
+            raise ValueError(f"uncoded has n = k = {k}, got n={n}")
+        return UncodedCode(k)
+    made = LocalProductCode(k)
+    if n is not None and n != made.n:
+        raise ValueError(f"local-product with k={k} has n={made.n}, got n={n}")
+    return made
+
+
+def _as_matrix(name: str, x: Any) -> da.Array:
+    if not isinstance(x, da.Array):
+        try:
+            x = da.asarray(x)
+        except Exception as exc:  # anything numpy cannot make an array of
+            raise TypeError(f"{name} must be array-like, got {type(x).__name__}") from exc
+    check_dtype(name, x.dtype)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got {x.ndim}-D with shape {x.shape}")
+    if any(math.isnan(c) for chunks in x.chunks for c in chunks):
+        raise ValueError(
+            f"{name} has unknown chunk sizes; call {name}.compute_chunk_sizes() first"
+        )
+    return x
+
+
+def coded_matmul(
+    A: Any,
+    B: Any,
+    *,
+    code: str | ErasureCode | None = None,
+    n: int | None = None,
+    k: int | None = None,
+    redundancy: float | None = None,
+    straggler_prob: float | None = None,
+    runtimes: Any = None,
+    executor: Any = None,
+    stragglers: Any = None,
+    seed: int = 0,
+    retries: int | None = None,
+    local_workers: int | None = None,
+    panel_rows: int | None = None,
+) -> da.Array:
+    """``A @ B`` as a lazy Dask array computed by a coded, straggler-resilient job.
+
+    The ``k`` row blocks of ``A`` are encoded into ``n`` coded blocks (for polar codes a
+    butterfly of block additions, as graph tasks); the ``n`` products ``X_j @ B`` run
+    concurrently, and the job decodes ``A @ B`` as soon as the results received are
+    decodable, cancelling the rest.
+
+    Parameters
+    ----------
+    A : dask array, numpy array or array-like, shape (m, p)
+        Floating or complex. Its row chunks are the data blocks.
+    B : dask array, numpy array or array-like, shape (p, q)
+    code : str or ErasureCode
+        ``"polar"`` (default, from ``polar.code``), ``"mds"``, ``"replication"``,
+        ``"uncoded"``, ``"local-product"``, or a code object from `dask_polar.codes`.
+    n : int, optional
+        Number of coded tasks (see `make_code` for the defaults).
+    k : int, optional
+        Number of data blocks; default: the number of row chunks of ``A``. Otherwise ``A`` is
+        rechunked into ``k`` row blocks (the last padded with zeros inside the job).
+    redundancy : float, optional
+        ``n / k`` to aim for (``polar.redundancy``, default 2).
+    straggler_prob, runtimes : optional
+        Polar code design: straggler probability, or runtime samples / a model with
+        ``cdf``/``ppf`` (computational polarization).
+    executor : concurrent.futures.Executor, optional
+        Run the coded tasks there (e.g. a `LambdaExecutor`), for jobs driven locally.
+        Default: a thread pool with one thread per coded task, or the cluster when the
+        graph runs on dask.distributed.
+    stragglers : RuntimeModel or array of shape (n,), optional
+        Inject delays into the coded tasks (testing and benchmarks): a model from
+        `dask_polar.stragglers`, drawn with ``seed``, or the delays in seconds. Off by default.
+    seed : int
+        Seed of the straggler draws; with the same seed, task ``j`` gets the same delay in
+        every method, so methods compare on identical draws.
+    retries : int, optional
+        Re-submissions of a failed task when the rest is not decodable (``polar.retries``).
+    local_workers : int, optional
+        Threads for a locally driven job (``polar.local-workers``; default n).
+    panel_rows : int, optional
+        Rows per panel between cancel checks in a work task (``polar.panel-rows``).
+
+    Returns
+    -------
+    dask.array.Array of shape (m, q)
+        With ``A``'s row chunks, ``B``'s column chunks and numpy's ``A @ B`` dtype.
+
+    Raises
+    ------
+    TypeError
+        Non-array inputs, integer or boolean dtypes (decoding would not stay exact), a bad
+        ``code`` type.
+    ValueError
+        Not 2-D, mismatched inner dimensions, unknown chunk sizes, bad ``n``/``k``/``code``.
+
+    Notes
+    -----
+    Job records (task times, results used, decodable moment, cancelled tasks) are available
+    from `dask_polar.last_job` after the computation.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> A = da.random.default_rng(0).random((800, 60), chunks=(100, 60))
+    >>> B = np.ones((60, 3))
+    >>> C = coded_matmul(A, B)               # k = 8 row blocks, n = 16 polar-coded tasks
+    >>> np.allclose(C.compute(), A.compute() @ B)
+    True
+    """
+    A = _as_matrix("A", A)
+    B = _as_matrix("B", B)
+    if A.shape[1] != B.shape[0]:
+        raise ValueError(
+            f"A and B do not align: A has shape {A.shape}, B has shape {B.shape} "
+            f"({A.shape[1]} != {B.shape[0]})"
+        )
+    m = A.shape[0]
+    if k is None:
+        k = A.numblocks[0]
+    k = check_int("k", k, minimum=1)
+    if k > max(m, 1):
+        raise ValueError(f"k must be <= the number of rows of A ({m}), got {k}")
+    the_code = make_code(
+        config.get("code", code), k, n=n, redundancy=redundancy,
+        straggler_prob=straggler_prob, runtimes=runtimes,
+    )
+    n = the_code.n
+    retries = check_int("retries", config.get("retries", retries), minimum=0)
+    local_workers = config.get("local-workers", local_workers)
+    if local_workers is not None:
+        local_workers = check_int("local_workers", local_workers, minimum=1)
+    panel_rows = config.get("panel-rows", panel_rows)
+    if panel_rows is not None:
+        panel_rows = check_int("panel_rows", panel_rows, minimum=1)
+    delays = _straggler_delays(stragglers, n, seed)
+
+    row_chunks = A.chunks[0] if k == A.numblocks[0] else _split(m, k)
+    A2 = A.rechunk((row_chunks, (A.shape[1],)))
+    B2 = B.rechunk(((B.shape[0],), B.chunks[1]))
+    dtype = np.result_type(A.dtype, B.dtype)
+    block_rows = max(row_chunks)
+    token = tokenize(A2.name, B2.name, repr(the_code), getattr(the_code, "info_set", None),
+                     delays, seed, retries, panel_rows, id(executor) if executor else None)
+
+    layer: dict[Any, Task] = {}
+    data_keys = []
+    for i, rows in enumerate(row_chunks):
+        key = (A2.name, i, 0)
+        if rows != block_rows:
+            pad = (f"polar-pad-{token}", i)
+            layer[pad] = Task(pad, _tasks.pad_rows, TaskRef(key), block_rows)
+            key = pad
+        data_keys.append(key)
+    coded_keys = _encode_graph(the_code, data_keys, f"polar-encode-{token}", layer)
+
+    rhs_key: Any = (B2.name, 0, 0)
+    if B2.numblocks[1] > 1:
+        rhs_key = f"polar-rhs-{token}"
+        blocks = List(*[TaskRef((B2.name, 0, c)) for c in range(B2.numblocks[1])])
+        layer[rhs_key] = Task(rhs_key, np.concatenate, blocks, axis=1)
+
+    spec = _tasks.CodedJobSpec(
+        token=token, code=the_code, coded_keys=coded_keys, rhs_key=rhs_key,
+        block_rows=block_rows, dtype=dtype, delays=delays, retries=retries,
+        local_workers=local_workers, panel_rows=panel_rows, executor=executor,
+    )
+    decode_key = f"polar-decode-{token}"
+    layer[decode_key] = Task(
+        decode_key, _tasks.drive, spec, TaskRef(rhs_key), *[TaskRef(key) for key in coded_keys.values()]
+    )
+
+    out_name = f"coded-matmul-{token}"
+    col_bounds = np.concatenate([[0], np.cumsum(B2.chunks[1])]).tolist()
+    for i, rows in enumerate(row_chunks):
+        for c in range(B2.numblocks[1]):
+            key = (out_name, i, c)
+            layer[key] = Task(
+                key, _tasks.take, TaskRef(decode_key), i, rows, col_bounds[c], col_bounds[c + 1]
+            )
+    graph = HighLevelGraph.from_collections(out_name, layer, dependencies=[A2, B2])
+    result = da.Array(graph, out_name, chunks=(row_chunks, B2.chunks[1]), dtype=dtype)
+    if row_chunks != A.chunks[0]:
+        result = result.rechunk((A.chunks[0], B.chunks[1]))
+    return result
+
+
+def _split(m: int, k: int) -> tuple[int, ...]:
+    """``m`` rows in ``k`` blocks of ``ceil(m / k)`` rows, the last one shorter."""
+    size = -(-m // k)
+    sizes = [size] * (m // size) + ([m % size] if m % size else [])
+    if len(sizes) != k:
+        # e.g. m=10, k=4: ceil gives 3,3,3,1; fewer full blocks than k needs balancing
+        base, extra = divmod(m, k)
+        sizes = [base + 1] * extra + [base] * (k - extra)
+    return tuple(sizes)
+
+
+def _straggler_delays(stragglers: Any, n: int, seed: int) -> np.ndarray | None:
+    if stragglers is None:
+        return None
+    if hasattr(stragglers, "sample"):
+        from ..stragglers import draw_delays
+
+        return np.asarray(draw_delays(stragglers, n, seed=seed), dtype=np.float64)
+    delays = np.asarray(stragglers, dtype=np.float64)
+    if delays.shape != (n,) or np.any(delays < 0) or not np.all(np.isfinite(delays)):
+        raise ValueError(
+            f"stragglers must be a runtime model or {n} non-negative delays in seconds, "
+            f"got shape {delays.shape}"
+        )
+    return delays
+
+
+def _encode_graph(
+    code: ErasureCode, data_keys: list[Any], name: str, layer: dict[Any, Task]
+) -> dict[int, Any]:
+    """Add the encode tasks to ``layer``; return coded index -> key (zero blocks left out)."""
+    if isinstance(code, PolarCode):
+        # the butterfly, stage by stage: x[a] += x[a + half]; zero blocks stay symbolic
+        current: list[Any] = [None] * code.n
+        for i, position in enumerate(code.info_set):
+            current[position] = data_keys[i]
+        half, stage = code.n // 2, 0
+        while half >= 1:
+            following = list(current)
+            for a in range(code.n):
+                if (a // half) % 2 or current[a + half] is None:
+                    continue
+                if current[a] is None:
+                    following[a] = current[a + half]
+                else:
+                    key = (name, stage, a)
+                    layer[key] = Task(key, _tasks.add, TaskRef(current[a]), TaskRef(current[a + half]))
+                    following[a] = key
+            current, half, stage = following, half // 2, stage + 1
+        return {j: key for j, key in enumerate(current) if key is not None}
+    coded: dict[int, Any] = {}
+    generator = code.generator
+    for j, row in enumerate(generator):
+        used = np.flatnonzero(row)
+        if used.size == 1 and row[used[0]] == 1:
+            coded[j] = data_keys[used[0]]
+        elif used.size:
+            key = (name, j)
+            layer[key] = Task(key, _tasks.combine, row[used], *[TaskRef(data_keys[i]) for i in used])
+            coded[j] = key
+    return coded

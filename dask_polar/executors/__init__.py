@@ -1,0 +1,21 @@
+"""Where coded tasks run, and the one early-completion loop they all share.
+
+A *backend* is a small adapter with ``submit(fn, *args) -> concurrent.futures.Future``,
+``cancel(futures)``, ``cancel_flag()`` (an object with ``set``, ``is_set`` and
+``wait(timeout)`` that work tasks poll to stop early) and ``reference(key, value)`` (how a
+work task receives a block the driver already holds). `run_early_completion` does the rest.
+"""
+
+from __future__ import annotations
+
+from ._core import CANCELLED, WorkOutcome, run_early_completion
+from .local import ExecutorBackend, ThreadBackend, open_backend
+
+__all__ = [
+    "CANCELLED",
+    "ExecutorBackend",
+    "ThreadBackend",
+    "WorkOutcome",
+    "open_backend",
+    "run_early_completion",
+]

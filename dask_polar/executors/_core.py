@@ -1,0 +1,150 @@
+"""The early-completion loop: submit n coded tasks, decode at the first decodable set."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..codes import ErasureCode
+from ..exceptions import CodedJobError
+from ..jobs import JobRecord, TaskRecord, notify, remember
+
+__all__ = ["WorkOutcome", "CANCELLED", "run_early_completion"]
+
+logger = logging.getLogger("dask_polar")
+
+
+@dataclass
+class WorkOutcome:
+    """What a work task returns: its value (None if it stopped early) and when it ran."""
+
+    value: Any
+    started: float
+    finished: float
+    worker: str | None = None
+    cancelled: bool = False
+
+
+CANCELLED = "cancelled"
+
+#: A task factory: ``make_task(index, attempt, flag) -> (fn, args)``; ``fn(*args)`` returns a
+#: `WorkOutcome`. Tasks are named ``(f"polar-work-{token}", index, attempt)``.
+TaskFactory = Callable[[int, int, Any], tuple[Callable[..., WorkOutcome], tuple]]
+
+
+def run_early_completion(
+    code: ErasureCode,
+    backend: Any,
+    make_task: TaskFactory,
+    *,
+    record: JobRecord,
+    known: Mapping[int, np.ndarray] | None = None,
+    retries: int = 2,
+) -> np.ndarray:
+    """Run the coded tasks and decode from the first decodable set of results.
+
+    Parameters
+    ----------
+    code : ErasureCode
+    backend : backend adapter (see `dask_polar.executors`)
+    make_task : callable ``(index, attempt, flag) -> (fn, args)``
+    record : JobRecord
+        Filled in as the job runs (task times, used results, decodable moment, cancelled).
+    known : mapping of int -> array, optional
+        Results known without running a task (identically zero coded blocks).
+    retries : int
+        How often a failed task is re-submitted once every outstanding task has finished
+        and the results are still not decodable.
+
+    Returns
+    -------
+    numpy.ndarray of shape ``(k, *result_shape)``
+
+    Raises
+    ------
+    CodedJobError
+        If the results stay undecodable after the retries; names the failed tasks.
+    """
+    t0 = time.time()
+    record.started = t0
+    tasks = {j: TaskRecord(j) for j in range(code.n)}
+    record.tasks = list(tasks.values())
+    decoder = code.decoder()
+    for j, value in (known or {}).items():
+        decoder.add(j, value)
+        tasks[j].status = "zero"
+    flag = backend.cancel_flag()
+    pending: dict[cf.Future, int] = {}
+    errors: dict[int, str] = {}
+
+    def launch(j: int) -> None:
+        task = tasks[j]
+        fn, args = make_task(j, task.attempts, flag)
+        task.attempts += 1
+        task.status = "pending"
+        task.submitted = time.time() - t0
+        key = (f"polar-work-{record.token}", j, task.attempts - 1)
+        pending[backend.submit(fn, *args, key=key)] = j
+
+    for j in range(code.n):
+        if tasks[j].status != "zero":
+            launch(j)
+    notify("on_start", record)
+    try:
+        while not decoder.decodable:
+            if not pending:
+                again = [j for j in errors if tasks[j].attempts <= retries]
+                if not again:
+                    raise CodedJobError(record.token, errors, decoder.received, code.k)
+                logger.info("job %s: retrying failed tasks %s", record.token, again)
+                record.retries += len(again)
+                for j in again:
+                    del errors[j]
+                    launch(j)
+                continue
+            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                j = pending.pop(future)
+                task = tasks[j]
+                task.finished = time.time() - t0
+                try:
+                    outcome = future.result()
+                except Exception as exc:  # a failed task is an erasure
+                    task.status = "failed"
+                    task.error = f"{type(exc).__name__}: {exc}"
+                    errors[j] = task.error
+                    logger.debug("job %s: task %d failed: %s", record.token, j, task.error)
+                    notify("on_result", record, task)
+                    continue
+                task.started = outcome.started - t0
+                task.worker = outcome.worker
+                if outcome.cancelled:  # stopped by an earlier job-wide cancel; cannot happen
+                    task.status = "cancelled"  # before the decodable moment, kept for safety
+                    continue
+                task.status = "done"
+                notify("on_result", record, task)
+                if not decoder.decodable and decoder.add(j, outcome.value):
+                    record.decodable_at = time.time() - t0
+    finally:
+        flag.set()
+        backend.cancel(list(pending))
+        record.cancelled = sorted(pending.values())
+        for j in record.cancelled:
+            tasks[j].status = "cancelled"
+    record.used = np.flatnonzero(decoder.mask).tolist()
+    notify("on_decodable", record)
+    logger.debug(
+        "job %s: decodable with %d results, cancelling %s", record.token, len(record.used),
+        record.cancelled,
+    )
+    result = decoder.result()
+    record.decoded_at = time.time() - t0
+    remember(record)
+    notify("on_finish", record)
+    return result

@@ -1,0 +1,71 @@
+"""The dask.distributed backend: coded tasks become cluster tasks, driven from a worker."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from distributed import Event, Future, worker_client
+
+__all__ = ["DistributedBackend"]
+
+
+class DistributedBackend:
+    """Submit coded tasks to the cluster from inside a running task.
+
+    The driving task secedes from its worker's thread pool (``worker_client``), refers to
+    blocks the cluster already holds by key (no data through the scheduler), and bridges
+    distributed futures to ``concurrent.futures`` ones for the shared loop. The cancel flag is
+    a ``distributed.Event`` that work tasks poll between row panels.
+    """
+
+    name = "distributed"
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._futures: dict[cf.Future, Future] = {}
+
+    @classmethod
+    @contextlib.contextmanager
+    def from_worker(cls) -> Iterator[DistributedBackend]:
+        with worker_client(separate_thread=True) as client:
+            backend = cls(client)
+            try:
+                yield backend
+            finally:
+                backend.close()
+
+    def submit(self, fn: Callable[..., Any], *args: Any, key: Any = None) -> cf.Future:
+        remote = self.client.submit(fn, *args, pure=False, key=key)
+        local: cf.Future = cf.Future()
+        local.set_running_or_notify_cancel()
+        self._futures[local] = remote
+
+        def settle(done: Future) -> None:
+            try:
+                local.set_result(done.result())
+            except BaseException as exc:  # cancelled, erred, or the worker died
+                local.set_exception(exc)
+
+        remote.add_done_callback(settle)
+        return local
+
+    def cancel(self, futures: list[cf.Future]) -> None:
+        remote = [self._futures[f] for f in futures if f in self._futures]
+        if remote:
+            self.client.cancel(remote)
+
+    def cancel_flag(self) -> Event:
+        return Event(f"polar-cancel-{uuid.uuid4().hex}", client=self.client)
+
+    def reference(self, key: Any, value: Any) -> Any:
+        # the driving task depends on ``key``, so the cluster holds it while we run
+        return Future(key, self.client)
+
+    def close(self) -> None:
+        # The events stay set: a straggler that polls late must still see its job cancelled.
+        # Each is a few bytes of scheduler state.
+        self._futures.clear()

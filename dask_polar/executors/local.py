@@ -1,0 +1,77 @@
+"""Backends in this process: a thread pool, or any ``concurrent.futures.Executor``."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = ["ThreadBackend", "ExecutorBackend", "open_backend"]
+
+
+class ExecutorBackend:
+    """Run coded tasks on a user's ``concurrent.futures.Executor``.
+
+    If the executor has a ``cancel_flag()`` method (as the Lambda executor does), work tasks
+    poll that flag; otherwise a ``threading.Event``, which only reaches tasks in this
+    process (a process pool's stragglers then run to the end, their results ignored).
+    """
+
+    def __init__(self, executor: cf.Executor, name: str | None = None) -> None:
+        self.executor = executor
+        self.name = name or type(executor).__name__
+
+    def submit(self, fn: Callable[..., Any], *args: Any, key: Any = None) -> cf.Future:
+        return self.executor.submit(fn, *args)
+
+    def cancel(self, futures: list[cf.Future]) -> None:
+        for future in futures:
+            future.cancel()
+
+    def cancel_flag(self) -> Any:
+        make = getattr(self.executor, "cancel_flag", None)
+        return make() if make is not None else threading.Event()
+
+    def reference(self, key: Any, value: Any) -> Any:
+        return value
+
+
+class ThreadBackend(ExecutorBackend):
+    """A thread pool of ``max_workers`` threads, one per simulated worker."""
+
+    def __init__(self, max_workers: int) -> None:
+        pool = cf.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dask-polar")
+        super().__init__(pool, name="threads")
+
+    def close(self) -> None:
+        # stragglers see the cancel flag and return soon; don't wait for them
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def open_backend(executor: cf.Executor | None, local_workers: int) -> Iterator[Any]:
+    """The backend for a job driven in this process.
+
+    A given ``executor`` wins; inside a dask.distributed task the cluster itself (through
+    ``worker_client``); otherwise a thread pool of ``local_workers`` threads.
+    """
+    if executor is not None:
+        yield ExecutorBackend(executor)
+        return
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        backend = ThreadBackend(local_workers)
+        try:
+            yield backend
+        finally:
+            backend.close()
+        return
+    from .distributed import DistributedBackend
+
+    with DistributedBackend.from_worker() as backend:
+        yield backend

@@ -1,0 +1,209 @@
+"""coded_matmul: correctness on every scheduler, early completion, faults, bad input."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+
+import dask_polar
+from dask_polar import CodedJobError, coded_matmul
+from dask_polar.codes import MDSCode, PolarCode
+
+CODES = ["polar", "mds", "replication", "uncoded", "local-product"]
+
+
+def rand(shape, chunks, dtype=np.float64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "c":
+        x = x + 1j * rng.standard_normal(shape)
+    return da.from_array(x.astype(dtype), chunks=chunks)
+
+
+@pytest.mark.parametrize("code", CODES)
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+@pytest.mark.parametrize(
+    "a_shape, a_chunks, b_shape, b_chunks, k",
+    [
+        ((64, 10), (8, 10), (10, 7), (10, 7), None),  # k = 8, square-ish blocks
+        ((50, 12), (10, 4), (12, 9), (5, 3), None),  # chunked inner and column axes
+        ((37, 5), (37, 5), (5, 4), (5, 4), 5),  # one block, k given, m not divisible by k
+        ((30, 40), (7, 40), (40, 3), (40, 3), None),  # wide A, uneven row chunks
+        ((200, 3), (50, 3), (3, 200), (3, 50), 3),  # tall; k not a power of two
+        ((9, 9), (9, 9), (9, 9), (9, 9), None),  # k = 1
+    ],
+)
+def test_matches_numpy(code, scheduler, a_shape, a_chunks, b_shape, b_chunks, k):
+    A, B = rand(a_shape, a_chunks), rand(b_shape, b_chunks, seed=1)
+    C = coded_matmul(A, B, code=code, k=k)
+    assert C.shape == (a_shape[0], b_shape[1])
+    assert C.chunks == (A.chunks[0], B.chunks[1])
+    out = C.compute(scheduler=scheduler)
+    np.testing.assert_allclose(out, A.compute() @ B.compute(), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "dtype_a, dtype_b, rtol",
+    [
+        (np.float32, np.float32, 1e-4),
+        (np.float64, np.float32, 1e-9),
+        (np.complex128, np.float64, 1e-9),
+        (np.complex64, np.complex64, 1e-4),
+    ],
+)
+def test_dtypes(dtype_a, dtype_b, rtol):
+    A, B = rand((48, 6), (6, 6), dtype_a), rand((6, 5), (6, 5), dtype_b, seed=2)
+    C = coded_matmul(A, B)
+    expected = A.compute() @ B.compute()
+    assert C.dtype == expected.dtype
+    out = C.compute()
+    assert out.dtype == expected.dtype
+    np.testing.assert_allclose(out, expected, rtol=rtol, atol=rtol)
+
+
+def test_integer_inputs_are_rejected():
+    with pytest.raises(TypeError, match="A must have a floating or complex dtype, got int64"):
+        coded_matmul(np.ones((4, 4), dtype=np.int64), np.ones((4, 2)))
+    with pytest.raises(TypeError, match="B must have a floating or complex dtype, got bool"):
+        coded_matmul(np.ones((4, 4)), np.ones((4, 2), dtype=bool))
+
+
+def test_numpy_and_list_inputs_compose_downstream():
+    A = np.arange(24.0).reshape(6, 4)
+    B = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0]]
+    C = coded_matmul(A, B, k=3)
+    total = (C + 1).sum(axis=0)
+    np.testing.assert_allclose(total.compute(), (A @ np.array(B) + 1).sum(axis=0))
+    (c_persisted,) = dask.persist(C)
+    np.testing.assert_allclose(c_persisted.compute(), A @ np.array(B))
+
+
+def test_task_keys_show_the_structure():
+    A, B = rand((64, 8), (8, 8)), rand((8, 4), (8, 4))
+    prefixes = {dask.utils.key_split(key) for key in coded_matmul(A, B).__dask_graph__()}
+    assert {"polar-encode", "polar-decode", "coded-matmul"} <= prefixes
+
+
+def test_same_inputs_give_same_keys():
+    A, B = rand((32, 4), (8, 4)), rand((4, 4), (4, 4))
+    assert coded_matmul(A, B).name == coded_matmul(A, B).name
+    assert coded_matmul(A, B).name != coded_matmul(A, B, code="mds").name
+
+
+def test_job_record():
+    A, B = rand((64, 8), (8, 8)), rand((8, 4), (8, 4))
+    coded_matmul(A, B, n=16).compute()
+    record = dask_polar.last_job()
+    assert record.n == 16 and record.k == 8 and record.backend == "threads"
+    assert record.code == "<PolarCode n=16 k=8>" and len(record.info_set) == 8
+    assert record.decodable_at <= record.decoded_at
+    assert PolarCode(16, 8).decodable(record.used)
+    done = {t.index for t in record.tasks if t.status in ("done", "zero")}
+    assert set(record.used) <= done
+    assert all(t.finished >= t.started >= 0 for t in record.tasks if t.status == "done")
+
+
+class TestEarlyCompletion:
+    def test_coded_job_does_not_wait_for_a_straggler(self):
+        A, B = rand((64, 8), (8, 8)), rand((8, 4), (8, 4))
+        delays = np.full(16, 0.05)
+        delays[5] = 30.0
+        start = time.perf_counter()
+        out = coded_matmul(A, B, n=16, stragglers=delays).compute()
+        elapsed = time.perf_counter() - start
+        np.testing.assert_allclose(out, A.compute() @ B.compute(), atol=1e-10)
+        assert elapsed < 10.0  # the straggler would take 30 s
+        record = dask_polar.last_job()
+        assert 5 in record.cancelled and 5 not in record.used
+        assert record.tasks[5].status == "cancelled"
+        # the cancelled straggler stops waiting: a second job is not held up by it
+        start = time.perf_counter()
+        coded_matmul(A, B, n=16, stragglers=np.full(16, 0.05)).compute()
+        assert time.perf_counter() - start < 10.0
+
+    def test_uncoded_waits_for_the_straggler(self):
+        A, B = rand((32, 4), (8, 4)), rand((4, 4), (4, 4))
+        delays = np.array([0.01, 0.01, 1.5, 0.01])
+        start = time.perf_counter()
+        coded_matmul(A, B, code="uncoded", stragglers=delays).compute()
+        assert time.perf_counter() - start >= 1.5
+        assert dask_polar.last_job().cancelled == []
+
+
+def _raise(message: str):
+    raise RuntimeError(message)
+
+
+class FailingExecutor(cf.ThreadPoolExecutor):
+    """A thread pool whose submissions number ``i`` in ``fail`` raise (``fail=None``: all).
+
+    The first ``n`` submissions of a job are the first attempts of its tasks; retries come
+    after them, so ``fail=range(n)`` fails every task once.
+    """
+
+    def __init__(self, fail=None) -> None:
+        super().__init__(max_workers=32)
+        self.fail = None if fail is None else set(fail)
+        self.submitted = 0
+
+    def submit(self, fn, *args, **kwargs):
+        i, self.submitted = self.submitted, self.submitted + 1
+        if self.fail is None or i in self.fail:
+            return super().submit(_raise, f"injected failure of submission {i}")
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.mark.parametrize("code", ["polar", "mds", "uncoded"])
+def test_failed_tasks_are_erasures_then_retried(code):
+    A, B = rand((64, 8), (8, 8)), rand((8, 4), (8, 4))
+    with FailingExecutor(fail={0, 2, 4, 6}) as executor:  # four first attempts fail
+        out = coded_matmul(A, B, code=code, executor=executor).compute()
+    np.testing.assert_allclose(out, A.compute() @ B.compute(), atol=1e-10)
+    record = dask_polar.last_job()
+    assert record.backend == "FailingExecutor"
+    if code == "uncoded":  # nothing to decode around: the failed half had to be re-run
+        assert record.retries == 4
+
+
+def test_persistent_failures_raise_naming_the_tasks():
+    A, B = rand((32, 4), (8, 4)), rand((4, 4), (4, 4))
+    with FailingExecutor() as executor, pytest.raises(
+        CodedJobError, match=r"0 results are not decodable \(k=4\).*task 0: RuntimeError: injected"
+    ) as info:
+        coded_matmul(A, B, code="mds", n=6, executor=executor, retries=1).compute()
+    assert sorted(info.value.failures) == list(range(6))
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        "a, b, kwargs, error, match",
+        [
+            (np.ones(4), np.ones((4, 2)), {}, ValueError, "A must be 2-D, got 1-D"),
+            (np.ones((4, 3)), np.ones((4, 2)), {}, ValueError, r"A and B do not align.*3 != 4"),
+            (np.ones((4, 4)), np.ones((4, 2, 1)), {}, ValueError, "B must be 2-D"),
+            (np.ones((4, 4)), np.ones((4, 2)), {"k": 5}, ValueError, "k must be <= the number of rows"),
+            (np.ones((4, 4)), np.ones((4, 2)), {"k": 0}, ValueError, "k must be >= 1"),
+            (np.ones((4, 4)), np.ones((4, 2)), {"code": "lt"}, ValueError, "code must be one of"),
+            (np.ones((4, 4)), np.ones((4, 2)), {"code": 3}, TypeError, "code must be one of"),
+            (np.ones((4, 4)), np.ones((4, 2)), {"k": 2, "n": 3}, ValueError, "n must be a power of two"),
+            (np.ones((4, 4)), np.ones((4, 2)), {"code": MDSCode(6, 3)}, ValueError, "k=3 data blocks"),
+            (np.ones((4, 4)), np.ones((4, 2)), {"redundancy": 0.5}, ValueError, "redundancy must be >= 1"),
+            (np.ones((4, 4)), np.ones((4, 2)), {"code": "mds", "straggler_prob": 0.1}, ValueError, "polar codes only"),
+            (np.ones((4, 4)), np.ones((4, 2)), {"stragglers": [1.0]}, ValueError, "stragglers must be"),
+            ("abc", np.ones((4, 2)), {}, TypeError, "A must"),
+        ],
+    )
+    def test_rejected_before_any_work(self, a, b, kwargs, error, match):
+        with pytest.raises(error, match=match):
+            coded_matmul(a, b, **kwargs)
+
+    def test_unknown_chunks(self):
+        x = da.ones((10, 3), chunks=(5, 3))
+        x = x[x[:, 0] > 0]
+        with pytest.raises(ValueError, match="unknown chunk sizes.*compute_chunk_sizes"):
+            coded_matmul(x, np.ones((3, 2)))

@@ -1,0 +1,80 @@
+"""coded_matmul on a real dask.distributed LocalCluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+import dask_polar  # noqa: E402
+from dask_polar import coded_matmul  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=16, processes=False, dashboard_address="127.0.0.1:0"
+    ) as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+def rand(shape, chunks, seed=0):
+    return da.from_array(np.random.default_rng(seed).standard_normal(shape), chunks=chunks)
+
+
+@pytest.mark.parametrize("code", ["polar", "mds", "replication", "uncoded", "local-product"])
+def test_matches_numpy(client, code):
+    A, B = rand((90, 12), (10, 6)), rand((12, 8), (12, 4), seed=1)
+    C = coded_matmul(A, B, code=code)
+    np.testing.assert_allclose(C.compute(), A.compute() @ B.compute(), atol=1e-10)
+    record = dask_polar.last_job()
+    assert record.backend == "distributed" and record.k == 9
+
+
+def test_client_compute_persist_and_downstream(client):
+    A, B = rand((64, 8), (8, 8)), rand((8, 5), (8, 5))
+    expected = A.compute() @ B.compute()
+    C = coded_matmul(A, B)
+    np.testing.assert_allclose(client.compute(C).result(), expected, atol=1e-10)
+    np.testing.assert_allclose(C.persist().compute(), expected, atol=1e-10)
+    (total,) = dask.compute(C.sum(axis=1))
+    np.testing.assert_allclose(total, expected.sum(axis=1), atol=1e-9)
+
+
+def test_early_completion_on_the_cluster(client):
+    A, B = rand((64, 8), (8, 8)), rand((8, 5), (8, 5))
+    delays = np.full(16, 0.05)
+    delays[9] = 30.0
+    start = time.perf_counter()
+    out = coded_matmul(A, B, n=16, stragglers=delays).compute()
+    assert time.perf_counter() - start < 10.0
+    np.testing.assert_allclose(out, A.compute() @ B.compute(), atol=1e-10)
+    record = dask_polar.last_job()  # fetched from the scheduler's event log
+    assert record.backend == "distributed"
+    assert 9 in record.cancelled and record.tasks[9].status == "cancelled"
+    # the straggler saw the cancel flag: its worker thread is free again quickly
+    start = time.perf_counter()
+    while any(
+        "polar-work" in str(key) for keys in client.processing().values() for key in keys
+    ):
+        time.sleep(0.05)
+        assert time.perf_counter() - start < 5.0
+
+
+def test_killed_worker_process_still_gives_the_right_answer():
+    with distributed.LocalCluster(
+        n_workers=3, threads_per_worker=8, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+    ) as cluster, distributed.Client(cluster) as client:
+        A, B = rand((64, 8), (8, 8)), rand((8, 5), (8, 5))
+        future = client.compute(coded_matmul(A, B, n=16, stragglers=np.full(16, 1.0)))
+        time.sleep(0.5)  # the coded tasks are sleeping on every worker
+        pids = client.run(os.getpid)
+        os.kill(pids[sorted(pids)[0]], signal.SIGKILL)  # a worker process dies mid-job
+        np.testing.assert_allclose(future.result(timeout=60), A.compute() @ B.compute(), atol=1e-10)
