@@ -64,6 +64,8 @@ class JobRecord:
         ``decodable_at``).
     cancelled : list of int
         Tasks still outstanding at the decodable moment (cancelled).
+    retries, backups : int
+        Re-submissions of failed tasks; speculative backup copies launched.
     """
 
     token: str
@@ -79,6 +81,7 @@ class JobRecord:
     decoded_at: float | None = None
     cancelled: list[int] = field(default_factory=list)
     retries: int = 0
+    backups: int = 0
     straggler_delays: list[float] | None = None
 
     @property

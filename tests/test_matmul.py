@@ -207,3 +207,16 @@ class TestBadInput:
         x = x[x[:, 0] > 0]
         with pytest.raises(ValueError, match="unknown chunk sizes.*compute_chunk_sizes"):
             coded_matmul(x, np.ones((3, 2)))
+
+
+def test_backup_copies_rescue_an_uncoded_job():
+    A, B = rand((64, 8), (8, 8)), rand((8, 4), (8, 4))
+    delays = np.full(8, 0.05)
+    delays[3] = 30.0  # the backup copy of task 3 gets no delay
+    start = time.perf_counter()
+    out = coded_matmul(A, B, code="uncoded", stragglers=delays, backup=3.0).compute()
+    assert time.perf_counter() - start < 10.0
+    np.testing.assert_allclose(out, A.compute() @ B.compute(), atol=1e-10)
+    record = dask_polar.last_job()
+    assert record.backups == 1 and record.tasks[3].attempts == 2
+    assert record.cancelled == [3]  # the first copy, still sleeping

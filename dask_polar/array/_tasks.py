@@ -77,8 +77,9 @@ class CodedJobSpec:
     rhs_key: Any
     block_rows: int
     dtype: np.dtype
-    delays: np.ndarray | None
+    delays: np.ndarray | None  # injected straggler delays: first attempts, re-runs (2, n)
     retries: int
+    backup: float | None
     local_workers: int | None
     panel_rows: int | None
     executor: Any = None
@@ -100,7 +101,7 @@ def drive(spec: CodedJobSpec, b: np.ndarray, *coded: np.ndarray) -> np.ndarray:
         k=code.k,
         backend="",
         info_set=code.info_set.tolist() if isinstance(code, PolarCode) else None,
-        straggler_delays=None if spec.delays is None else spec.delays.tolist(),
+        straggler_delays=None if spec.delays is None else spec.delays[0].tolist(),
     )
     with open_backend(spec.executor, spec.local_workers or code.n) as backend:
         record.backend = backend.name
@@ -108,12 +109,13 @@ def drive(spec: CodedJobSpec, b: np.ndarray, *coded: np.ndarray) -> np.ndarray:
         refs = {j: backend.reference(spec.coded_keys[j], v) for j, v in values.items()}
 
         def make_task(j: int, attempt: int, flag: Any):
-            # a re-run goes to a fresh worker: the injected straggler delay is not repeated
-            delay = float(spec.delays[j]) if spec.delays is not None and attempt == 0 else 0.0
+            # a re-run or backup copy goes to another worker: a fresh draw of its delay
+            delay = 0.0 if spec.delays is None else float(spec.delays[min(attempt, 1), j])
             return coded_product, (refs[j], rhs, flag, delay, spec.panel_rows)
 
         return run_early_completion(
-            code, backend, make_task, record=record, known=known, retries=spec.retries
+            code, backend, make_task, record=record, known=known, retries=spec.retries,
+            backup=spec.backup,
         )
 
 

@@ -129,6 +129,7 @@ def coded_matmul(
     stragglers: Any = None,
     seed: int = 0,
     retries: int | None = None,
+    backup: float | None = None,
     local_workers: int | None = None,
     panel_rows: int | None = None,
 ) -> da.Array:
@@ -163,12 +164,17 @@ def coded_matmul(
         graph runs on dask.distributed.
     stragglers : RuntimeModel or array of shape (n,), optional
         Inject delays into the coded tasks (testing and benchmarks): a model from
-        `dask_polar.stragglers`, drawn with ``seed``, or the delays in seconds. Off by default.
+        `dask_polar.stragglers`, drawn with ``seed`` (re-runs and backup copies get fresh
+        draws), or the delays in seconds (re-runs get none). Off by default.
     seed : int
         Seed of the straggler draws; with the same seed, task ``j`` gets the same delay in
         every method, so methods compare on identical draws.
     retries : int, optional
         Re-submissions of a failed task when the rest is not decodable (``polar.retries``).
+    backup : float, optional
+        Speculative backup copies (cubed's rule): once half the tasks have finished, a task
+        running longer than ``backup`` times their median gets a copy; the first copy to
+        finish wins. With ``code="uncoded"`` this is the backup-task baseline.
     local_workers : int, optional
         Threads for a locally driven job (``polar.local-workers``; default n).
     panel_rows : int, optional
@@ -227,6 +233,10 @@ def coded_matmul(
     if panel_rows is not None:
         panel_rows = check_int("panel_rows", panel_rows, minimum=1)
     delays = _straggler_delays(stragglers, n, seed)
+    if backup is not None:
+        if isinstance(backup, bool) or not isinstance(backup, numbers.Real) or backup <= 1:
+            raise ValueError(f"backup must be a factor > 1 (e.g. 3.0), got {backup!r}")
+        backup = float(backup)
 
     row_chunks = A.chunks[0] if k == A.numblocks[0] else _split(m, k)
     A2 = A.rechunk((row_chunks, (A.shape[1],)))
@@ -234,7 +244,8 @@ def coded_matmul(
     dtype = np.result_type(A.dtype, B.dtype)
     block_rows = max(row_chunks)
     token = tokenize(A2.name, B2.name, repr(the_code), getattr(the_code, "info_set", None),
-                     delays, seed, retries, panel_rows, id(executor) if executor else None)
+                     delays, seed, retries, backup, panel_rows,
+                     id(executor) if executor else None)
 
     layer: dict[Any, Task] = {}
     data_keys = []
@@ -255,7 +266,7 @@ def coded_matmul(
 
     spec = _tasks.CodedJobSpec(
         token=token, code=the_code, coded_keys=coded_keys, rhs_key=rhs_key,
-        block_rows=block_rows, dtype=dtype, delays=delays, retries=retries,
+        block_rows=block_rows, dtype=dtype, delays=delays, retries=retries, backup=backup,
         local_workers=local_workers, panel_rows=panel_rows, executor=executor,
     )
     decode_key = f"polar-decode-{token}"
@@ -292,17 +303,20 @@ def _split(m: int, k: int) -> tuple[int, ...]:
 def _straggler_delays(stragglers: Any, n: int, seed: int) -> np.ndarray | None:
     if stragglers is None:
         return None
+    """Injected delays, shape (2, n): first attempts, then re-runs and backup copies."""
     if hasattr(stragglers, "sample"):
         from ..stragglers import draw_delays
 
-        return np.asarray(draw_delays(stragglers, n, seed=seed), dtype=np.float64)
+        # task j's first delay does not depend on n: methods share their straggler draws
+        first = draw_delays(stragglers, n, seed=seed)
+        return np.stack([first, draw_delays(stragglers, n, seed=seed + 1)]).astype(np.float64)
     delays = np.asarray(stragglers, dtype=np.float64)
     if delays.shape != (n,) or np.any(delays < 0) or not np.all(np.isfinite(delays)):
         raise ValueError(
             f"stragglers must be a runtime model or {n} non-negative delays in seconds, "
             f"got shape {delays.shape}"
         )
-    return delays
+    return np.stack([delays, np.zeros(n)])
 
 
 def _encode_graph(

@@ -14,6 +14,7 @@ import numpy as np
 from ..codes import ErasureCode
 from ..exceptions import CodedJobError
 from ..jobs import JobRecord, TaskRecord, notify, remember
+from .policy import backup_candidates
 
 __all__ = ["WorkOutcome", "CANCELLED", "run_early_completion"]
 
@@ -46,6 +47,7 @@ def run_early_completion(
     record: JobRecord,
     known: Mapping[int, np.ndarray] | None = None,
     retries: int = 2,
+    backup: float | None = None,
 ) -> np.ndarray:
     """Run the coded tasks and decode from the first decodable set of results.
 
@@ -61,6 +63,10 @@ def run_early_completion(
     retries : int
         How often a failed task is re-submitted once every outstanding task has finished
         and the results are still not decodable.
+    backup : float, optional
+        Speculative backup copies: a task running longer than ``backup`` times the median
+        finished task (once half have finished) gets one copy; the first to finish wins
+        (see `dask_polar.executors.policy.backup_candidates`).
 
     Returns
     -------
@@ -80,8 +86,11 @@ def run_early_completion(
         decoder.add(j, value)
         tasks[j].status = "zero"
     flag = backend.cancel_flag()
-    pending: dict[cf.Future, int] = {}
+    pending: dict[cf.Future, int] = {}  # a task may have two copies (backup)
     errors: dict[int, str] = {}
+    first_submitted: dict[int, float] = {}
+    durations: list[float] = []
+    backed_up: set[int] = set()
 
     def launch(j: int) -> None:
         task = tasks[j]
@@ -89,6 +98,7 @@ def run_early_completion(
         task.attempts += 1
         task.status = "pending"
         task.submitted = time.time() - t0
+        first_submitted.setdefault(j, task.submitted)
         key = (f"polar-work-{record.token}", j, task.attempts - 1)
         pending[backend.submit(fn, *args, key=key)] = j
 
@@ -108,14 +118,19 @@ def run_early_completion(
                     del errors[j]
                     launch(j)
                 continue
-            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            tick = None if backup is None else 0.01
+            done, _ = cf.wait(pending, timeout=tick, return_when=cf.FIRST_COMPLETED)
             for future in done:
                 j = pending.pop(future)
                 task = tasks[j]
+                if task.status == "done":  # the other copy of a backed-up task won
+                    continue
                 task.finished = time.time() - t0
                 try:
                     outcome = future.result()
                 except Exception as exc:  # a failed task is an erasure
+                    if j in pending.values():  # its other copy may still succeed
+                        continue
                     task.status = "failed"
                     task.error = f"{type(exc).__name__}: {exc}"
                     errors[j] = task.error
@@ -128,13 +143,25 @@ def run_early_completion(
                     task.status = "cancelled"  # before the decodable moment, kept for safety
                     continue
                 task.status = "done"
+                durations.append(task.finished - first_submitted[j])
                 notify("on_result", record, task)
                 if not decoder.decodable and decoder.add(j, outcome.value):
                     record.decodable_at = time.time() - t0
+            if backup is not None and not decoder.decodable:
+                now = time.time() - t0
+                running = {j: first_submitted[j] for j in set(pending.values())}
+                for j in backup_candidates(
+                    now, running, durations, total=len(first_submitted), factor=backup,
+                    backed_up=backed_up,
+                ):
+                    logger.debug("job %s: backup copy of task %d", record.token, j)
+                    backed_up.add(j)
+                    record.backups += 1
+                    launch(j)
     finally:
         flag.set()
         backend.cancel(list(pending))
-        record.cancelled = sorted(pending.values())
+        record.cancelled = sorted(set(pending.values()))
         for j in record.cancelled:
             tasks[j].status = "cancelled"
     record.used = np.flatnonzero(decoder.mask).tolist()
