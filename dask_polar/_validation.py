@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import numbers
+import reprlib
 from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["check_int", "check_probability", "check_power_of_two"]
+__all__ = [
+    "as_real_array",
+    "check_int",
+    "check_positive",
+    "check_power_of_two",
+    "check_probability",
+    "check_real",
+    "check_seed",
+    "check_shape",
+]
 
 
 def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
@@ -41,6 +51,70 @@ def check_probability(name: str, value: object, *, open_interval: bool = True) -
         bounds = "(0, 1)" if open_interval else "[0, 1]"
         raise ValueError(f"{name} must be in {bounds}, got {value}")
     return value
+
+
+def check_real(
+    name: str, value: object, *, minimum: float = -np.inf, strict: bool = False
+) -> float:
+    """Return ``value`` as a finite float ``>= minimum`` (``> minimum`` if ``strict``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if value < minimum or (strict and value == minimum):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum:g}, got {value}")
+    return value
+
+
+def check_positive(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as a finite float ``> 0`` (or ``>= 0``), else raise naming ``name``."""
+    return check_real(name, value, minimum=0.0, strict=not allow_zero)
+
+
+def check_shape(name: str, value: object) -> tuple[int, ...]:
+    """Return ``value`` (an int or a tuple of ints, each ``>= 0``) as a shape tuple."""
+    items = value if isinstance(value, tuple) else (value,)
+    if isinstance(value, tuple) or isinstance(value, numbers.Integral):
+        return tuple(check_int(name, item, minimum=0) for item in items)
+    raise TypeError(
+        f"{name} must be an integer or a tuple of integers, got {type(value).__name__} {value!r}"
+    )
+
+
+def check_seed(name: str, value: object) -> np.random.Generator:
+    """A ``numpy.random.Generator`` from ``None``, an int ``>= 0``, a SeedSequence or a Generator.
+
+    A Generator is returned as is (draws advance it); the others make a new one, so equal
+    seeds give equal draws.
+    """
+    if value is None or isinstance(value, np.random.SeedSequence):
+        return np.random.default_rng(value)
+    if isinstance(value, np.random.Generator):
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{name} must be None, an integer >= 0, a numpy.random.Generator or SeedSequence, "
+            f"got {type(value).__name__} {value!r}"
+        )
+    return np.random.default_rng(check_int(name, value, minimum=0))
+
+
+def as_real_array(name: str, value: object, *, allow_nan: bool = False) -> np.ndarray:
+    """Return ``value`` (a real number or array of them) as a float64 array, naming ``name``."""
+    message = f"{name} must be real numbers, got {type(value).__name__} {reprlib.repr(value)}"
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(message)
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as err:  # ragged nested sequences
+        raise TypeError(message) from err
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{message} (dtype {array.dtype})")
+    array = array.astype(np.float64, copy=False)
+    if not allow_nan and np.isnan(array).any():
+        raise ValueError(f"{name} must not contain NaN, got {reprlib.repr(value)}")
+    return array
 
 
 def as_index_mask(name: str, received: object, n: int) -> np.ndarray:

@@ -121,8 +121,10 @@ def polarized_cdfs(cdf_values: np.ndarray, n: int) -> np.ndarray:
 def _runtime_cdf(runtimes: Any, points: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """A time grid and one worker's CDF on it, from samples or a distribution object."""
     if hasattr(runtimes, "cdf") and hasattr(runtimes, "ppf"):
-        lo, hi = float(runtimes.ppf(1e-6)), float(runtimes.ppf(1 - 1e-6))
-        grid = np.linspace(lo, hi, points)
+        # a quantile grid follows the mass: an evenly spaced one would put the whole body of
+        # a heavy-tailed distribution in its first cell
+        grid = np.unique(np.asarray(runtimes.ppf(np.linspace(1e-6, 1 - 1e-6, points)), dtype=np.float64))
+        grid = grid[np.isfinite(grid)]
         return grid, np.asarray(runtimes.cdf(grid), dtype=np.float64)
     samples = np.asarray(runtimes, dtype=np.float64)
     if samples.ndim != 1 or samples.size < 2:
