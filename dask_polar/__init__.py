@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import codes, config
-from .array import coded_matmul
+from .array import coded, coded_matmul, disable, enable, enabled, optimize
 from .exceptions import CodedJobError, NotDecodableError
 from .jobs import JobCallback, JobRecord, jobs, last_job
 
@@ -16,8 +16,13 @@ __all__ = [
     "NotDecodableError",
     "__version__",
     "codes",
+    "coded",
     "coded_matmul",
+    "disable",
+    "enable",
+    "enabled",
     "config",
     "jobs",
     "last_job",
+    "optimize",
 ]

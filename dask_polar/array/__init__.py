@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from .matmul import coded_matmul, make_code
+from .matmul import CodedOptions, coded_matmul, make_code
+from .rewrite import coded, disable, enable, enabled, optimize
 
-__all__ = ["coded_matmul", "make_code"]
+__all__ = ["CodedOptions", "coded", "coded_matmul", "disable", "enable", "enabled", "make_code", "optimize"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass, fields
 from typing import Any
 
 import dask.array as da
@@ -25,7 +26,7 @@ from ..codes import (
 from ..codes._base import check_dtype
 from . import _tasks
 
-__all__ = ["coded_matmul", "make_code"]
+__all__ = ["CodedOptions", "coded_matmul", "make_code", "product_layer"]
 
 CODE_NAMES = ("polar", "mds", "replication", "uncoded", "local-product")
 
@@ -115,6 +116,63 @@ def _as_matrix(name: str, x: Any) -> da.Array:
     return x
 
 
+@dataclass(frozen=True)
+class CodedOptions:
+    """How coded products are built and run, validated, with ``polar.*`` config defaults.
+
+    Shared by `coded_matmul` and the graph rewrite (`dask_polar.optimize`); see
+    `coded_matmul` for the meaning of each field.
+    """
+
+    code: str | ErasureCode = "polar"
+    n: int | None = None
+    redundancy: float = 2.0
+    straggler_prob: float | None = None
+    runtimes: Any = None
+    executor: Any = None
+    stragglers: Any = None
+    seed: int = 0
+    retries: int = 2
+    backup: float | None = None
+    local_workers: int | None = None
+    panel_rows: int | None = None
+
+    @classmethod
+    def resolve(cls, **given: Any) -> CodedOptions:
+        """Options from keyword arguments, falling back to ``polar.<name>`` config values."""
+        values = {}
+        for f in fields(cls):
+            value = given.pop(f.name, None)
+            if value is None and f.name != "n":
+                value = config.get(f.name.replace("_", "-"))
+            values[f.name] = f.default if value is None else value
+        if given:
+            raise TypeError(f"unexpected option(s): {sorted(given)}")
+        if not isinstance(values["code"], (str, ErasureCode)):
+            raise TypeError(
+                f"code must be one of {CODE_NAMES} or a dask_polar.codes code, "
+                f"got {type(values['code']).__name__}"
+            )
+        values["seed"] = check_int("seed", values["seed"], minimum=0)
+        values["retries"] = check_int("retries", values["retries"], minimum=0)
+        for name in ("local_workers", "panel_rows"):
+            if values[name] is not None:
+                values[name] = check_int(name, values[name], minimum=1)
+        backup = values["backup"]
+        if backup is not None:
+            if isinstance(backup, bool) or not isinstance(backup, numbers.Real) or backup <= 1:
+                raise ValueError(f"backup must be a factor > 1 (e.g. 3.0), got {backup!r}")
+            values["backup"] = float(backup)
+        return cls(**values)
+
+    def make_code(self, k: int) -> ErasureCode:
+        """The code for ``k`` data blocks."""
+        return make_code(
+            self.code, k, n=self.n, redundancy=self.redundancy,
+            straggler_prob=self.straggler_prob, runtimes=self.runtimes,
+        )
+
+
 def coded_matmul(
     A: Any,
     B: Any,
@@ -127,7 +185,7 @@ def coded_matmul(
     runtimes: Any = None,
     executor: Any = None,
     stragglers: Any = None,
-    seed: int = 0,
+    seed: int | None = None,
     retries: int | None = None,
     backup: float | None = None,
     local_workers: int | None = None,
@@ -207,6 +265,11 @@ def coded_matmul(
     >>> np.allclose(C.compute(), A.compute() @ B)
     True
     """
+    options = CodedOptions.resolve(
+        code=code, n=n, redundancy=redundancy, straggler_prob=straggler_prob,
+        runtimes=runtimes, executor=executor, stragglers=stragglers, seed=seed,
+        retries=retries, backup=backup, local_workers=local_workers, panel_rows=panel_rows,
+    )
     A = _as_matrix("A", A)
     B = _as_matrix("B", B)
     if A.shape[1] != B.shape[0]:
@@ -220,73 +283,84 @@ def coded_matmul(
     k = check_int("k", k, minimum=1)
     if k > max(m, 1):
         raise ValueError(f"k must be <= the number of rows of A ({m}), got {k}")
-    the_code = make_code(
-        config.get("code", code), k, n=n, redundancy=redundancy,
-        straggler_prob=straggler_prob, runtimes=runtimes,
-    )
-    n = the_code.n
-    retries = check_int("retries", config.get("retries", retries), minimum=0)
-    local_workers = config.get("local-workers", local_workers)
-    if local_workers is not None:
-        local_workers = check_int("local_workers", local_workers, minimum=1)
-    panel_rows = config.get("panel-rows", panel_rows)
-    if panel_rows is not None:
-        panel_rows = check_int("panel_rows", panel_rows, minimum=1)
-    delays = _straggler_delays(stragglers, n, seed)
-    if backup is not None:
-        if isinstance(backup, bool) or not isinstance(backup, numbers.Real) or backup <= 1:
-            raise ValueError(f"backup must be a factor > 1 (e.g. 3.0), got {backup!r}")
-        backup = float(backup)
+    the_code = options.make_code(k)
+    delays = _straggler_delays(options.stragglers, the_code.n, options.seed)
 
     row_chunks = A.chunks[0] if k == A.numblocks[0] else _split(m, k)
     A2 = A.rechunk((row_chunks, (A.shape[1],)))
     B2 = B.rechunk(((B.shape[0],), B.chunks[1]))
     dtype = np.result_type(A.dtype, B.dtype)
-    block_rows = max(row_chunks)
     token = tokenize(A2.name, B2.name, repr(the_code), getattr(the_code, "info_set", None),
-                     delays, seed, retries, backup, panel_rows,
-                     id(executor) if executor else None)
-
-    layer: dict[Any, Task] = {}
-    data_keys = []
-    for i, rows in enumerate(row_chunks):
-        key = (A2.name, i, 0)
-        if rows != block_rows:
-            pad = (f"polar-pad-{token}", i)
-            layer[pad] = Task(pad, _tasks.pad_rows, TaskRef(key), block_rows)
-            key = pad
-        data_keys.append(key)
-    coded_keys = _encode_graph(the_code, data_keys, f"polar-encode-{token}", layer)
-
-    rhs_key: Any = (B2.name, 0, 0)
-    if B2.numblocks[1] > 1:
-        rhs_key = f"polar-rhs-{token}"
-        blocks = List(*[TaskRef((B2.name, 0, c)) for c in range(B2.numblocks[1])])
-        layer[rhs_key] = Task(rhs_key, np.concatenate, blocks, axis=1)
-
-    spec = _tasks.CodedJobSpec(
-        token=token, code=the_code, coded_keys=coded_keys, rhs_key=rhs_key,
-        block_rows=block_rows, dtype=dtype, delays=delays, retries=retries, backup=backup,
-        local_workers=local_workers, panel_rows=panel_rows, executor=executor,
-    )
-    decode_key = f"polar-decode-{token}"
-    layer[decode_key] = Task(
-        decode_key, _tasks.drive, spec, TaskRef(rhs_key), *[TaskRef(key) for key in coded_keys.values()]
-    )
-
+                     delays, options)
     out_name = f"coded-matmul-{token}"
-    col_bounds = np.concatenate([[0], np.cumsum(B2.chunks[1])]).tolist()
-    for i, rows in enumerate(row_chunks):
-        for c in range(B2.numblocks[1]):
-            key = (out_name, i, c)
-            layer[key] = Task(
-                key, _tasks.take, TaskRef(decode_key), i, rows, col_bounds[c], col_bounds[c + 1]
-            )
+    layer = product_layer(
+        [[(A2.name, i, 0)] for i in range(len(row_chunks))],
+        [[(B2.name, 0, c) for c in range(B2.numblocks[1])]],
+        row_chunks, B2.chunks[1], dtype, the_code, delays, options, out_name, token,
+    )
     graph = HighLevelGraph.from_collections(out_name, layer, dependencies=[A2, B2])
     result = da.Array(graph, out_name, chunks=(row_chunks, B2.chunks[1]), dtype=dtype)
     if row_chunks != A.chunks[0]:
         result = result.rechunk((A.chunks[0], B.chunks[1]))
     return result
+
+
+def product_layer(
+    a_keys: list[list[Any]],
+    b_keys: list[list[Any]],
+    row_chunks: tuple[int, ...],
+    col_chunks: tuple[int, ...],
+    dtype: np.dtype,
+    code: ErasureCode,
+    delays: np.ndarray | None,
+    options: CodedOptions,
+    out_name: str,
+    token: str,
+) -> dict[Any, Task]:
+    """The tasks of a coded product whose output blocks are ``(out_name, i, c)``.
+
+    ``a_keys[i][j]`` and ``b_keys[j][c]`` are the keys of ``A``'s and ``B``'s blocks (row,
+    inner and column block indices); ``A``'s row blocks are the ``k`` data blocks.
+    """
+    layer: dict[Any, Task] = {}
+    block_rows = max(row_chunks)
+    data_keys = []
+    for i, (row, rows) in enumerate(zip(a_keys, row_chunks)):
+        key = row[0]
+        if len(row) > 1:  # A chunked along the inner axis: one row block is their concatenation
+            key = (f"polar-rows-{token}", i)
+            layer[key] = Task(key, np.concatenate, List(*map(TaskRef, row)), axis=1)
+        if rows != block_rows:
+            pad = (f"polar-pad-{token}", i)
+            layer[pad] = Task(pad, _tasks.pad_rows, TaskRef(key), block_rows)
+            key = pad
+        data_keys.append(key)
+    coded_keys = _encode_graph(code, data_keys, f"polar-encode-{token}", layer)
+
+    rhs_key: Any = b_keys[0][0]
+    if len(b_keys) > 1 or len(b_keys[0]) > 1:
+        rhs_key = f"polar-rhs-{token}"
+        grid = List(*[List(*map(TaskRef, row)) for row in b_keys])
+        layer[rhs_key] = Task(rhs_key, np.block, grid)
+
+    spec = _tasks.CodedJobSpec(
+        token=token, code=code, coded_keys=coded_keys, rhs_key=rhs_key,
+        block_rows=block_rows, dtype=dtype, delays=delays, retries=options.retries,
+        backup=options.backup, local_workers=options.local_workers,
+        panel_rows=options.panel_rows, executor=options.executor,
+    )
+    decode_key = f"polar-decode-{token}"
+    layer[decode_key] = Task(
+        decode_key, _tasks.drive, spec, TaskRef(rhs_key), *map(TaskRef, coded_keys.values())
+    )
+    col_bounds = np.concatenate([[0], np.cumsum(col_chunks)]).astype(int).tolist()
+    for i, rows in enumerate(row_chunks):
+        for c in range(len(col_chunks)):
+            key = (out_name, i, c)
+            layer[key] = Task(
+                key, _tasks.take, TaskRef(decode_key), i, rows, col_bounds[c], col_bounds[c + 1]
+            )
+    return layer
 
 
 def _split(m: int, k: int) -> tuple[int, ...]:

@@ -1,0 +1,179 @@
+"""The graph rewrite: what it codes, what it leaves alone, and that results do not change."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+
+import dask_polar
+from dask_polar.array.rewrite import optimize
+
+rng = np.random.default_rng(0)
+
+
+def darr(shape, chunks, dtype=np.float64):
+    x = rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "c":
+        x = x + 1j * rng.standard_normal(shape)
+    return da.from_array(x.astype(dtype), chunks=chunks)
+
+
+def prefixes(x) -> set[str]:
+    (opt,) = dask.optimize(x)
+    return {dask.utils.key_split(key) for key in dict(opt.__dask_graph__())}
+
+
+A = darr((48, 12), (8, 4))
+B = darr((12, 10), (4, 5))
+S = darr((12, 12), (6, 6))
+A32, B32 = darr((40, 6), (10, 6), np.float32), darr((6, 4), (6, 2), np.float32)
+AC = darr((24, 6), (6, 3), np.complex128)
+A1 = darr((30, 5), (30, 5))  # one block: k = 1
+Q = da.linalg.qr(darr((60, 4), (15, 4)))[0]  # tall-and-skinny QR's Q
+Y = darr((60, 3), (15, 3))
+
+EXPRESSIONS = [
+    # (expression, rtol) -- every form of 2-D product, chained and transposed
+    ("A @ B", 1e-9),
+    ("da.matmul(A, B)", 1e-9),
+    ("da.dot(A, B)", 1e-9),
+    ("A.dot(B)", 1e-9),
+    ("da.tensordot(A, B, axes=1)", 1e-9),
+    ("da.tensordot(A, B, axes=([1], [0]))", 1e-9),
+    ("A.T @ A", 1e-9),
+    ("A @ S @ S.T", 1e-9),
+    ("(A @ B).sum(axis=0) + 1", 1e-9),
+    ("(A @ B)[::2, 1:]", 1e-9),
+    ("A32 @ B32", 1e-4),
+    ("AC @ B[:6].astype(complex)", 1e-9),
+    ("A1 @ A1.T", 1e-9),
+    ("Q.T @ Y", 1e-9),
+]
+
+
+@pytest.mark.parametrize("expression, rtol", EXPRESSIONS)
+def test_coded_results_equal_numpy(expression, rtol):
+    expected = eval(expression).compute()  # noqa: S307 -- fixed test table
+    with dask_polar.coded(min_size=0):
+        x = eval(expression)  # noqa: S307
+        # k = 1 has no encode additions, and Dask may fuse the decode with a lone output
+        assert any(p.startswith("polar-decode") for p in prefixes(x))
+        out = x.compute()
+    assert out.dtype == expected.dtype and out.shape == expected.shape
+    np.testing.assert_allclose(out, expected, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "(A + 1).sum(axis=1)",  # no product at all
+        "darr((5,), (5,)) @ darr((5, 3), (5, 3))",  # 1-D operand
+        "darr((2, 6, 4), (1, 3, 4)) @ darr((2, 4, 3), (1, 4, 3))",  # batched matmul
+        "da.einsum('ij,jk->ik', A, B)",  # einsum
+        "da.tensordot(A, A, axes=([0], [0]))",  # other axes
+        "da.ones((6, 4), chunks=2, dtype=int) @ da.ones((4, 3), chunks=2, dtype=int)",  # ints
+        "da.tensordot(darr((4, 6, 2), 2), darr((6, 2, 3), 2), axes=2)",  # double contraction
+    ],
+)
+def test_graphs_it_does_not_understand_are_unchanged(expression):
+    x = eval(expression)  # noqa: S307
+    graph, keys = x.__dask_graph__(), x.__dask_keys__()
+    with dask_polar.coded(min_size=0):
+        ours = dict(optimize(graph, keys))
+    theirs = dict(dask.array.optimization.optimize(graph, keys))
+    assert ours.keys() == theirs.keys()
+    assert all(repr(ours[key]) == repr(theirs[key]) for key in ours)
+    expected = x.compute()
+    with dask_polar.coded(min_size=0):
+        np.testing.assert_allclose(x.compute(), expected)
+
+
+def test_small_products_are_left_alone_and_logged(caplog):
+    with caplog.at_level(logging.DEBUG, logger="dask_polar"), dask_polar.coded(min_size=10**9):
+        assert not {"polar-decode"} & prefixes(A @ B)
+    assert "below polar.min-size" in caplog.text
+
+
+def test_skips_are_logged_with_the_reason(caplog):
+    x = da.ones((6, 4), chunks=2, dtype=int) @ da.ones((4, 3), chunks=2, dtype=int)
+    with caplog.at_level(logging.DEBUG, logger="dask_polar"), dask_polar.coded(min_size=0):
+        x.compute()
+    assert "dtype int64 is not floating or complex" in caplog.text
+
+
+def test_output_keeps_name_keys_and_chunks():
+    x = A @ B
+    with dask_polar.coded(min_size=0):
+        (opt,) = dask.optimize(x)
+    assert opt.name == x.name and opt.chunks == x.chunks and opt.dtype == x.dtype
+    assert set(x.__dask_keys__()[0]) <= set(dict(opt.__dask_graph__()))
+
+
+def test_enable_disable_and_config():
+    assert not dask_polar.enabled()
+    dask_polar.enable(code="mds", min_size=0)
+    try:
+        assert dask_polar.enabled()
+        np.testing.assert_allclose((A @ B).compute(), A.compute() @ B.compute())
+        assert dask_polar.last_job().code.startswith("<MDSCode")
+    finally:
+        dask_polar.disable()
+    assert not dask_polar.enabled()
+    with dask.config.set({"polar.redundancy": 4}), dask_polar.coded(min_size=0):
+        (A @ B).compute()
+    assert dask_polar.last_job().n == 32  # k = 6 blocks, next power of two >= 24
+    # the environment reaches the same keys
+    env = dask.config.collect(paths=[], env={"DASK_POLAR__REDUNDANCY": "3"})
+    assert env["polar"]["redundancy"] == 3
+
+
+@pytest.mark.parametrize(
+    "options, error",
+    [({"colour": "red"}, TypeError), ({"retries": -1}, ValueError), ({"min_size": -5}, ValueError),
+     ({"backup": 0.5}, ValueError), ({"code": 3}, TypeError)],
+)
+def test_bad_options_fail_at_enable(options, error):
+    with pytest.raises(error):
+        dask_polar.enable(**options)
+    assert not dask_polar.enabled()
+
+
+def test_early_completion_through_plain_matmul():
+    delays = np.full(16, 0.05)
+    delays[2] = 30.0
+    x, y = darr((64, 8), (8, 8)), darr((8, 4), (8, 4))
+    with dask_polar.coded(min_size=0, stragglers=delays):
+        start = time.perf_counter()
+        out = (x @ y).compute()
+        assert time.perf_counter() - start < 10.0
+    np.testing.assert_allclose(out, x.compute() @ y.compute(), atol=1e-10)
+    assert 2 in dask_polar.last_job().cancelled
+
+
+def test_rewrite_failure_falls_back_to_dask(monkeypatch, caplog):
+    import dask_polar.array.rewrite as module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(module, "_coded_layer", broken)
+    with caplog.at_level(logging.ERROR, logger="dask_polar"), dask_polar.coded(min_size=0):
+        np.testing.assert_allclose((A @ B).compute(), A.compute() @ B.compute())
+    assert "rewrite failed" in caplog.text
+
+
+def test_on_a_local_cluster():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=8, processes=False, dashboard_address="127.0.0.1:0"
+    ) as cluster, distributed.Client(cluster) as client, dask_polar.coded(min_size=0):
+        x = A @ B @ S[:10, :10]
+        np.testing.assert_allclose(
+            client.compute(x).result(), A.compute() @ B.compute() @ S[:10, :10].compute()
+        )
+        assert dask_polar.last_job(client).backend == "distributed"
