@@ -272,3 +272,18 @@ def test_not_decodable_error_is_exported_and_pickles():
 def test_repr_is_short_and_exact(make):
     code = make()
     assert repr(code) == f"<{type(code).__name__} n={code.n} k={code.k}>"
+
+
+@code_params
+def test_launch_order_starts_with_a_decodable_set(make):
+    code = make()
+    order = code.launch_order()
+    assert sorted(order.tolist()) == list(range(code.n))
+    assert code.decodable(order[: code.k])
+    assert code.min_results(order) == code.k
+
+
+@pytest.mark.parametrize("n, k", [(64, 32), (256, 200), (1024, 100)])
+def test_polar_launch_order_is_decodable_at_k_for_larger_codes(n, k):
+    code = PolarCode(n, k)
+    assert code.min_results(code.launch_order()) == k

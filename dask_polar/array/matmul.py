@@ -375,9 +375,9 @@ def _split(m: int, k: int) -> tuple[int, ...]:
 
 
 def _straggler_delays(stragglers: Any, n: int, seed: int) -> np.ndarray | None:
+    """Injected delays, shape (2, n): first attempts, then re-runs and backup copies."""
     if stragglers is None:
         return None
-    """Injected delays, shape (2, n): first attempts, then re-runs and backup copies."""
     if hasattr(stragglers, "sample"):
         from ..stragglers import draw_delays
 

@@ -206,6 +206,16 @@ class ErasureCode(abc.ABC):
         """A decoder that takes results one at a time (see `IncrementalDecoder`)."""
         return IncrementalDecoder(self)
 
+    def launch_order(self) -> np.ndarray:
+        """The order in which to start the coded tasks.
+
+        Its first ``k`` entries form a decodable set, so when tasks finish in the order they
+        started (no stragglers, a queue of workers) ``k`` results suffice. The default is
+        ``0..n-1``, right for systematic codes; `PolarCode` starts its information positions
+        first.
+        """
+        return np.arange(self._n)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} n={self._n} k={self._k}>"
 

@@ -164,6 +164,11 @@ class PolarCode(ErasureCode):
             g = np.kron(np.array([[1.0, 0.0], [1.0, 1.0]]), g)
         return g[self.info_set].T.copy()
 
+    def launch_order(self) -> np.ndarray:
+        """Information positions first: ``G`` restricted to them is unit lower triangular
+        (``G[p, j] = 1`` only for ``j <= p``), so those ``k`` outputs alone are decodable."""
+        return np.concatenate([self.info_set, np.flatnonzero(self._frozen)])
+
     # -- encoding -----------------------------------------------------------------------------
 
     def _encode(self, blocks: np.ndarray) -> np.ndarray:

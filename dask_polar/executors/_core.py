@@ -102,9 +102,9 @@ def run_early_completion(
         key = (f"polar-work-{record.token}", j, task.attempts - 1)
         pending[backend.submit(fn, *args, key=key)] = j
 
-    for j in range(code.n):
+    for j in code.launch_order():
         if tasks[j].status != "zero":
-            launch(j)
+            launch(int(j))
     notify("on_start", record)
     try:
         while not decoder.decodable:
@@ -161,7 +161,8 @@ def run_early_completion(
     finally:
         flag.set()
         backend.cancel(list(pending))
-        record.cancelled = sorted(set(pending.values()))
+        # a backed-up task whose other copy won is done, not cancelled
+        record.cancelled = sorted({j for j in pending.values() if tasks[j].status != "done"})
         for j in record.cancelled:
             tasks[j].status = "cancelled"
     record.used = np.flatnonzero(decoder.mask).tolist()
