@@ -17,6 +17,7 @@ symbols.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -253,7 +254,7 @@ class PolarCode(ErasureCode):
         # (values, re-encoding) pairs: the numeric part first when there is one
         layers = [(coefficients, np.empty_like(coefficients))]
         if work is not None:
-            layers.insert(0, (work, np.empty_like(work)))
+            layers.insert(0, (work, _scratch(work.shape, work.dtype)))
         found: list[list[np.ndarray]] = [[] for _ in layers]
         value_free = work is None
         collect = d > 0  # without symbols the equations hold trivially: skip them
@@ -315,10 +316,14 @@ class PolarCode(ErasureCode):
                     encoded[lo:mid] += encoded[mid:hi]
             return False
 
-        if run(0, n, mask, value_free, False):
-            coefficients[:] = 0
-            if work is not None:
-                work[self.info_set] = 0
+        try:
+            if run(0, n, mask, value_free, False):
+                coefficients[:] = 0
+                if work is not None:
+                    work[self.info_set] = 0
+        finally:
+            del run  # the recursive closure refers to itself: break the cycle so the
+            # buffers are freed now, not at the next garbage collection
 
         def stacked(rows, like):
             return np.concatenate(rows) if rows else np.zeros((0, like.shape[1]), like.dtype)
@@ -332,8 +337,11 @@ class PolarCode(ErasureCode):
     def _start(self, mask: np.ndarray) -> Any:
         return _SCTree(self, mask)
 
-    def _arrive(self, state: Any, index: int) -> bool:
-        return state.arrive(index)
+    def _arrive(self, state: Any, index: int) -> None:
+        state.arrive(index)
+
+    def _check(self, state: Any) -> bool:
+        return state.decodable()
 
 
 def _solve_guard(matrix: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
@@ -353,6 +361,22 @@ def _solve_guard(matrix: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
     return pinv, rank, vt[rank:].T
 
 
+_SCRATCH = threading.local()
+#: Re-encoding buffers up to this size are kept per thread between decodes: first writes
+#: to fresh memory (page faults) cost as much as the decode's arithmetic.
+SCRATCH_BYTES = 512 * 2**20
+
+
+def _scratch(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised (n, width) buffer, reused across decodes in this thread."""
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is not None and buffer.shape == shape and buffer.dtype == dtype:
+        return buffer
+    buffer = np.empty(shape, dtype)
+    _SCRATCH.buffer = buffer if buffer.nbytes <= SCRATCH_BYTES else None
+    return buffer
+
+
 class _SCTree:
     """The genie-aided SC availability tree, kept up to date one arrival at a time.
 
@@ -370,12 +394,12 @@ class _SCTree:
         self.info_seen = 0
         self.mask = np.zeros(n, dtype=bool)
         for index in np.flatnonzero(mask):
-            self.arrive(int(index), check=False)
+            self.arrive(int(index))
 
-    def arrive(self, index: int, check: bool = True) -> bool:
+    def arrive(self, index: int) -> None:
         code = self.code
         if self.mask[index]:
-            return self.decodable() if check else False
+            return
         self.mask[index] = True
         self.received += 1
         n = code.n
@@ -402,7 +426,6 @@ class _SCTree:
             if not child[left] and row[base + p] and row[base + p + half]:
                 child[left] = True
                 stack.append((level + 1, left))
-        return self.decodable() if check else False
 
     def decodable(self) -> bool:
         code = self.code

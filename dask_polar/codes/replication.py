@@ -63,12 +63,14 @@ class ReplicationCode(ErasureCode):
         covered = self._covered(mask)
         return [covered, int(covered.sum())]
 
-    def _arrive(self, state: list, index: int) -> bool:
+    def _arrive(self, state: list, index: int) -> None:
         covered = state[0]
         block = index % self._k
         if not covered[block]:
             covered[block] = True
             state[1] += 1
+
+    def _check(self, state: list) -> bool:
         return state[1] == self._k
 
 
