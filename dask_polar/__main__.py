@@ -1,4 +1,4 @@
-"""Command line: ``python -m dask_polar demo``."""
+"""Command line: ``python -m dask_polar demo`` and ``python -m dask_polar simulate``."""
 
 from __future__ import annotations
 
@@ -6,22 +6,39 @@ import argparse
 import logging
 import sys
 
+from .simulate import cli as simulate_cli
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dask_polar", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="compare the codes on random blocks with stragglers")
-    demo.add_argument("--k", type=int, default=64, help="data blocks (default 64)")
-    demo.add_argument("--n", type=int, default=128, help="coded blocks (default 128)")
-    demo.add_argument("--trials", type=int, default=200)
+    demo = sub.add_parser("demo", help="coded A @ B on a LocalCluster with stragglers")
+    demo.add_argument(
+        "what", nargs="?", default="matmul", choices=["matmul", "codes"],
+        help="matmul (default): the methods on a LocalCluster; codes: the codes alone",
+    )
+    demo.add_argument("--k", type=int, default=None, help="data blocks")
+    demo.add_argument("--trials", type=int, default=None)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--plot", default="dask_polar_demo.png", help="where to write the plot")
+    simulate_cli.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     if args.command == "demo":
-        from .demo import codes_demo
+        from . import demo as demos
 
-        codes_demo(k=args.k, n=args.n, trials=args.trials, seed=args.seed)
+        options = {"seed": args.seed}
+        if args.k is not None:
+            options["k"] = args.k
+        if args.trials is not None:
+            options["trials"] = args.trials
+        if args.what == "codes":
+            demos.codes_demo(**options)
+        else:
+            demos.matmul_demo(plot=args.plot, **options)
+    elif args.command == "simulate":
+        return simulate_cli.run(args)
     return 0
 
 
