@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import codes, config
-from .array import coded, coded_matmul, disable, enable, enabled, optimize
+from .array import CodedMatrix, coded, coded_matmul, disable, enable, enabled, optimize
 from .exceptions import CodedJobError, NotDecodableError
 from .jobs import JobCallback, JobRecord, jobs, last_job
 
@@ -11,6 +11,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "CodedJobError",
+    "CodedMatrix",
     "JobCallback",
     "JobRecord",
     "NotDecodableError",

@@ -13,7 +13,10 @@ from ..codes import ErasureCode, PolarCode
 from ..executors import WorkOutcome, open_backend, run_early_completion
 from ..jobs import JobRecord
 
-__all__ = ["CodedJobSpec", "add", "combine", "pad_rows", "coded_product", "drive", "take"]
+__all__ = [
+    "CodedJobSpec", "add", "combine", "pad_rows", "coded_product", "drive", "run_coded_product",
+    "take",
+]
 
 #: Seconds between cancel-flag checks inside a work task.
 POLL_SECONDS = 0.05
@@ -94,37 +97,66 @@ class CodedJobSpec:
 
 
 def drive(spec: CodedJobSpec, b: np.ndarray, *coded: np.ndarray) -> np.ndarray:
-    """Run the coded tasks of one product and decode at the first decodable set.
+    """The driving task of a coded product in a graph: run it where the graph runs.
 
     Returns the ``(k, block_rows, q)`` decoded products of the data blocks.
     """
-    code = spec.code
     values = dict(zip(spec.coded_keys, coded))
-    zero = np.zeros((spec.block_rows, b.shape[1]), dtype=spec.dtype)
-    known = {j: zero for j in range(code.n) if j not in values}
+    with open_backend(spec.executor, spec.local_workers or spec.code.n) as backend:
+        return run_coded_product(
+            spec.code,
+            backend,
+            {j: backend.reference(spec.coded_keys[j], v) for j, v in values.items()},
+            backend.reference(spec.rhs_key, b),
+            result_shape=(spec.block_rows, b.shape[1]),
+            dtype=spec.dtype,
+            token=spec.token,
+            delays=spec.delays,
+            retries=spec.retries,
+            backup=spec.backup,
+            panel_rows=spec.panel_rows,
+        )
+
+
+def run_coded_product(
+    code: ErasureCode,
+    backend: Any,
+    coded_refs: dict[int, Any],
+    rhs_ref: Any,
+    *,
+    result_shape: tuple[int, int],
+    dtype: np.dtype,
+    token: str,
+    delays: np.ndarray | None,
+    retries: int,
+    backup: float | None,
+    panel_rows: int | None,
+) -> np.ndarray:
+    """Run ``X_j @ B`` for the coded blocks in ``coded_refs`` and decode early.
+
+    Coded indices missing from ``coded_refs`` are identically zero blocks: their results
+    (zeros of ``result_shape``) are known without work. Returns ``(k, *result_shape)``.
+    """
+    zero = np.zeros(result_shape, dtype=dtype)
+    known = {j: zero for j in range(code.n) if j not in coded_refs}
     record = JobRecord(
-        token=spec.token,
+        token=token,
         code=repr(code),
         n=code.n,
         k=code.k,
-        backend="",
+        backend=backend.name,
         info_set=code.info_set.tolist() if isinstance(code, PolarCode) else None,
-        straggler_delays=None if spec.delays is None else spec.delays[0].tolist(),
+        straggler_delays=None if delays is None else delays[0].tolist(),
     )
-    with open_backend(spec.executor, spec.local_workers or code.n) as backend:
-        record.backend = backend.name
-        rhs = backend.reference(spec.rhs_key, b)
-        refs = {j: backend.reference(spec.coded_keys[j], v) for j, v in values.items()}
 
-        def make_task(j: int, attempt: int, flag: Any):
-            # a re-run or backup copy goes to another worker: a fresh draw of its delay
-            delay = 0.0 if spec.delays is None else float(spec.delays[min(attempt, 1), j])
-            return coded_product, (refs[j], rhs, flag, delay, spec.panel_rows)
+    def make_task(j: int, attempt: int, flag: Any):
+        # a re-run or backup copy goes to another worker: a fresh draw of its delay
+        delay = 0.0 if delays is None else float(delays[min(attempt, 1), j])
+        return coded_product, (coded_refs[j], rhs_ref, flag, delay, panel_rows)
 
-        return run_early_completion(
-            code, backend, make_task, record=record, known=known, retries=spec.retries,
-            backup=spec.backup,
-        )
+    return run_early_completion(
+        code, backend, make_task, record=record, known=known, retries=retries, backup=backup
+    )
 
 
 def take(decoded: np.ndarray, i: int, rows: int, col_start: int, col_stop: int) -> np.ndarray:

@@ -26,7 +26,7 @@ from ..codes import (
 from ..codes._base import check_dtype
 from . import _tasks
 
-__all__ = ["CodedOptions", "coded_matmul", "make_code", "product_layer"]
+__all__ = ["CodedOptions", "coded_matmul", "encode_layer", "make_code", "product_layer"]
 
 CODE_NAMES = ("polar", "mds", "replication", "uncoded", "local-product")
 
@@ -305,6 +305,32 @@ def coded_matmul(
     return result
 
 
+def encode_layer(
+    a_keys: list[list[Any]], row_chunks: tuple[int, ...], code: ErasureCode, token: str
+) -> tuple[dict[Any, Task], dict[int, Any]]:
+    """Tasks that encode ``A``'s row blocks; returns them and coded index -> block key.
+
+    ``a_keys[i][j]`` is the key of ``A``'s block ``(i, j)``; a row block chunked along the
+    inner axis is concatenated first, and shorter blocks are padded with zero rows so that
+    all coded blocks share one shape. Identically zero coded blocks have no key.
+    """
+    layer: dict[Any, Task] = {}
+    block_rows = max(row_chunks)
+    data_keys = []
+    for i, (row, rows) in enumerate(zip(a_keys, row_chunks)):
+        key = row[0]
+        if len(row) > 1:  # A chunked along the inner axis: one row block is their concatenation
+            key = (f"polar-rows-{token}", i)
+            layer[key] = Task(key, np.concatenate, List(*map(TaskRef, row)), axis=1)
+        if rows != block_rows:
+            pad = (f"polar-pad-{token}", i)
+            layer[pad] = Task(pad, _tasks.pad_rows, TaskRef(key), block_rows)
+            key = pad
+        data_keys.append(key)
+    coded_keys = _encode_graph(code, data_keys, f"polar-encode-{token}", layer)
+    return layer, coded_keys
+
+
 def product_layer(
     a_keys: list[list[Any]],
     b_keys: list[list[Any]],
@@ -322,20 +348,8 @@ def product_layer(
     ``a_keys[i][j]`` and ``b_keys[j][c]`` are the keys of ``A``'s and ``B``'s blocks (row,
     inner and column block indices); ``A``'s row blocks are the ``k`` data blocks.
     """
-    layer: dict[Any, Task] = {}
+    layer, coded_keys = encode_layer(a_keys, row_chunks, code, token)
     block_rows = max(row_chunks)
-    data_keys = []
-    for i, (row, rows) in enumerate(zip(a_keys, row_chunks)):
-        key = row[0]
-        if len(row) > 1:  # A chunked along the inner axis: one row block is their concatenation
-            key = (f"polar-rows-{token}", i)
-            layer[key] = Task(key, np.concatenate, List(*map(TaskRef, row)), axis=1)
-        if rows != block_rows:
-            pad = (f"polar-pad-{token}", i)
-            layer[pad] = Task(pad, _tasks.pad_rows, TaskRef(key), block_rows)
-            key = pad
-        data_keys.append(key)
-    coded_keys = _encode_graph(code, data_keys, f"polar-encode-{token}", layer)
 
     rhs_key: Any = b_keys[0][0]
     if len(b_keys) > 1 or len(b_keys[0]) > 1:

@@ -12,6 +12,9 @@ from distributed import Event, Future, worker_client
 
 __all__ = ["DistributedBackend"]
 
+#: Arguments at least this large are scattered to the workers instead of sent inline.
+SCATTER_BYTES = 1 << 20
+
 
 class DistributedBackend:
     """Submit coded tasks to the cluster from inside a running task.
@@ -62,8 +65,17 @@ class DistributedBackend:
         return Event(f"polar-cancel-{uuid.uuid4().hex}", client=self.client)
 
     def reference(self, key: Any, value: Any) -> Any:
-        # the driving task depends on ``key``, so the cluster holds it while we run
-        return Future(key, self.client)
+        """What a task receives for ``value``, without sending data through the scheduler.
+
+        A graph key the driving task depends on (so the cluster holds it while we run)
+        becomes a future of that key; a future stays itself; a large array is scattered to
+        the workers once; a small one travels inline with each task.
+        """
+        if key is not None:
+            return Future(key, self.client)
+        if isinstance(value, Future) or getattr(value, "nbytes", 0) < SCATTER_BYTES:
+            return value
+        return self.client.scatter(value, hash=False)
 
     def close(self) -> None:
         # The events stay set: a straggler that polls late must still see its job cancelled.

@@ -35,7 +35,13 @@ class ExecutorBackend:
         return make() if make is not None else threading.Event()
 
     def reference(self, key: Any, value: Any) -> Any:
-        return value
+        """What a task receives for ``value``: the executor's own reference if it has one
+        (the Lambda executor stores blocks in S3 once), else the value itself."""
+        make = getattr(self.executor, "reference", None)
+        return make(key, value) if make is not None else value
+
+    def close(self) -> None:
+        """Nothing to release: the executor belongs to the caller."""
 
 
 class ThreadBackend(ExecutorBackend):
@@ -51,12 +57,24 @@ class ThreadBackend(ExecutorBackend):
 
 
 @contextlib.contextmanager
-def open_backend(executor: cf.Executor | None, local_workers: int) -> Iterator[Any]:
+def open_backend(
+    executor: cf.Executor | None, local_workers: int, client: Any = None
+) -> Iterator[Any]:
     """The backend for a job driven in this process.
 
-    A given ``executor`` wins; inside a dask.distributed task the cluster itself (through
-    ``worker_client``); otherwise a thread pool of ``local_workers`` threads.
+    A given ``executor`` wins, then a given distributed ``client``; inside a
+    dask.distributed task the cluster itself (through ``worker_client``); otherwise a thread
+    pool of ``local_workers`` threads.
     """
+    if client is not None and executor is None:
+        from .distributed import DistributedBackend
+
+        backend = DistributedBackend(client)
+        try:
+            yield backend
+        finally:
+            backend.close()
+        return
     if executor is not None:
         yield ExecutorBackend(executor)
         return
