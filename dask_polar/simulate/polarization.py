@@ -19,6 +19,7 @@ import numpy as np
 from .._validation import check_int, check_power_of_two
 from ..codes.construction import polarized_cdfs
 from ..stragglers import RuntimeModel
+from ..stragglers.plot import _check_model, _pyplot, plot_polarized_cdfs
 
 __all__ = ["Polarization", "polarization", "plot_polarization"]
 
@@ -51,14 +52,6 @@ class Polarization:
     cdf: np.ndarray
     cdfs: dict[int, np.ndarray]
     spread: np.ndarray
-
-
-def _check_model(model: object) -> RuntimeModel:
-    if not isinstance(model, RuntimeModel):
-        raise TypeError(
-            f"model must be a RuntimeModel (e.g. ShiftedExponential), got {type(model).__name__}"
-        )
-    return model
 
 
 def _check_levels(levels: Any, depth: int) -> list[int]:
@@ -158,14 +151,6 @@ def polarization(
     return Polarization(model=repr(model), n=n, grid=grid, cdf=cdf, cdfs=cdfs, spread=spread)
 
 
-def _pyplot() -> Any:
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise ImportError("plotting needs matplotlib: pip install dask_polar[plot]") from err
-    return plt
-
-
 def plot_polarization(
     model: RuntimeModel,
     n: int,
@@ -176,9 +161,9 @@ def plot_polarization(
 ) -> Any:
     """Plot the virtual workers' CDFs at a few levels, and how fast they polarize.
 
-    One panel per level with every virtual worker's CDF (as in
-    `dask_polar.stragglers.plot_polarized_cdfs`, on `polarization`'s grid, which resolves both
-    the body and the tail; log time axis for heavy tails), and a last panel with
+    One panel per level with every virtual worker's CDF (drawn by
+    `dask_polar.stragglers.plot_polarized_cdfs`; log time axis for heavy tails), and a last
+    panel with
     ``Polarization.spread`` against the level: the mean distance of the CDFs from step
     functions.
 
@@ -224,28 +209,8 @@ def plot_polarization(
         1, len(kept) + 1, figsize=(3.2 * (len(kept) + 1), 3.4), squeeze=False,
         layout="constrained",
     )
-    axes = list(axes[0])
-    grid = result.grid
-    median = float(model.ppf(0.5))
-    # heavy tails stretch the time axis: on a linear one the body would be a single jump
-    low = float(model.ppf(0.001))
-    log_time = low > 0 and grid[-1] > 10 * median
-    colormap = plt.get_cmap("viridis")
-    for panel, level in zip(axes, kept):
-        count = 1 << level
-        for i, curve in enumerate(result.cdfs[level]):
-            panel.plot(grid, curve, drawstyle="steps-post", linewidth=0.8,
-                       color=colormap(i / max(count - 1, 1)))
-        panel.plot(grid, result.cdf, "k--", linewidth=1.0, label="F (one worker)")
-        panel.set_title(f"level {level}: {count} virtual worker{'s' if count > 1 else ''}")
-        panel.set_xlabel("task time t (s)")
-        panel.set_ylim(-0.02, 1.02)
-        if log_time:
-            panel.set_xscale("log")
-            panel.set_xlim(0.5 * low, grid[-1])
-    axes[0].set_ylabel("F_i(t)")
-    axes[0].legend(loc="lower right", fontsize="small")
-    last = axes[-1]
+    plot_polarized_cdfs(model, n, ax=list(axes[0][:-1]), levels=kept, points=points)
+    last = axes[0][-1]
     depth = n.bit_length() - 1
     last.semilogy(range(depth + 1), np.maximum(result.spread, 1e-300), "o-")
     last.set_xlabel("level (2**level virtual workers)")

@@ -41,9 +41,20 @@ def _check_points(points: object) -> int:
     return check_int("points", points, minimum=2)
 
 
+def _heavy_tailed(model: RuntimeModel, grid: np.ndarray) -> bool:
+    """Whether a linear time axis would squeeze the body of the distribution into one jump."""
+    low = float(model.ppf(0.001))
+    return low > 0 and grid[-1] > 10 * float(model.ppf(0.5))
+
+
 def _time_grid(model: RuntimeModel, upper_q: float, points: int) -> np.ndarray:
-    """Times from a little below the support's start to the ``upper_q`` quantile."""
+    """Times from a little below the support's start to the ``upper_q`` quantile.
+
+    Evenly spaced, or log-spaced from half the 0.1 % quantile for heavy tails.
+    """
     lo, hi = float(model.ppf(0.0)), float(model.ppf(upper_q))
+    if np.isfinite(hi) and hi > 0 and _heavy_tailed(model, np.array([hi])):
+        return np.geomspace(0.5 * float(model.ppf(0.001)), hi, points)
     if not hi > lo:  # a point mass: show one unit (or 10 %) either side
         hi = lo + max(abs(lo) * 0.1, 1.0)
     pad = 0.05 * (hi - lo)
@@ -205,6 +216,7 @@ def plot_polarized_cdfs(
     # the worst virtual worker finishes at the max of n draws: reach its upper tail too
     grid = _time_grid(model, 1.0 - 0.01 / n, points)
     cdf = np.asarray(model.cdf(grid), dtype=np.float64)
+    log_time = _heavy_tailed(model, grid)
     colormap = plt.get_cmap("viridis")
     for panel, level in zip(axes, levels):
         count = 1 << level
@@ -219,6 +231,8 @@ def plot_polarized_cdfs(
         panel.set_title(f"level {level}: {count} {noun}")
         panel.set_xlabel("task time t (s)")
         panel.set_ylim(-0.02, 1.02)
+        if log_time:
+            panel.set_xscale("log")
     axes[0].set_ylabel("F_i(t)")
     axes[0].legend(loc="lower right", fontsize="small")
     return fig
