@@ -22,9 +22,12 @@ __all__ = [
 POLL_SECONDS = 0.05
 
 
-def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """One butterfly addition."""
-    return a + b
+def add(first: np.ndarray, *others: np.ndarray) -> np.ndarray:
+    """The sum of the blocks: one output of a (radix-2**s) butterfly stage."""
+    out = first + others[0]
+    for block in others[1:]:
+        out += block
+    return out
 
 
 def combine(coefficients: np.ndarray, *blocks: np.ndarray) -> np.ndarray:

@@ -30,6 +30,10 @@ __all__ = ["CodedOptions", "coded_matmul", "encode_layer", "make_code", "product
 
 CODE_NAMES = ("polar", "mds", "replication", "uncoded", "local-product")
 
+#: Butterfly stages done by one encode task (a radix-8 butterfly): 6 stages at n = 64 become
+#: 2 dependent task stages, at the price of 2.4 instead of 1.5 additions per block.
+STAGES_PER_TASK = 3
+
 
 def make_code(
     code: str | ErasureCode,
@@ -412,23 +416,33 @@ def _encode_graph(
 ) -> dict[int, Any]:
     """Add the encode tasks to ``layer``; return coded index -> key (zero blocks left out)."""
     if isinstance(code, PolarCode):
-        # the butterfly, stage by stage: x[a] += x[a + half]; zero blocks stay symbolic
+        # The butterfly x[a] += x[a + half], STAGES_PER_TASK stages at a time: one task sums
+        # the inputs that agree with its output outside the stages' bits and are a bitwise
+        # superset inside them. Fewer dependent stages means fewer scheduler round trips;
+        # zero blocks stay symbolic (no task).
         current: list[Any] = [None] * code.n
         for i, position in enumerate(code.info_set):
             current[position] = data_keys[i]
-        half, stage = code.n // 2, 0
-        while half >= 1:
-            following = list(current)
-            for a in range(code.n):
-                if (a // half) % 2 or current[a + half] is None:
+        depth = code.n.bit_length() - 1
+        for stage, top in enumerate(range(depth, 0, -STAGES_PER_TASK)):
+            low = max(top - STAGES_PER_TASK, 0)
+            bits = ((1 << top) - 1) ^ ((1 << low) - 1)  # the chunk's bits of the index
+            following: list[Any] = []
+            for j in range(code.n):
+                inner = j & bits
+                terms = [
+                    current[(j & ~bits) | sup]
+                    for sup in range(inner, bits + 1)
+                    if sup & bits == sup and sup & inner == inner
+                ]
+                terms = [key for key in terms if key is not None]
+                if len(terms) <= 1:
+                    following.append(terms[0] if terms else None)
                     continue
-                if current[a] is None:
-                    following[a] = current[a + half]
-                else:
-                    key = (name, stage, a)
-                    layer[key] = Task(key, _tasks.add, TaskRef(current[a]), TaskRef(current[a + half]))
-                    following[a] = key
-            current, half, stage = following, half // 2, stage + 1
+                key = (name, stage, j)
+                layer[key] = Task(key, _tasks.add, *map(TaskRef, terms))
+                following.append(key)
+            current = following
         return {j: key for j, key in enumerate(current) if key is not None}
     coded: dict[int, Any] = {}
     generator = code.generator

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from distributed import Event, Future, worker_client
+from distributed import Event, Future, as_completed, worker_client
 
 __all__ = ["DistributedBackend"]
 
@@ -30,6 +31,10 @@ class DistributedBackend:
     def __init__(self, client: Any) -> None:
         self.client = client
         self._futures: dict[cf.Future, Future] = {}
+        self._local: dict[Any, cf.Future] = {}  # remote key -> local future
+        self._lock = threading.Lock()
+        self._completed: as_completed | None = None
+        self._pump: threading.Thread | None = None
 
     @classmethod
     @contextlib.contextmanager
@@ -45,19 +50,40 @@ class DistributedBackend:
         remote = self.client.submit(fn, *args, pure=False, key=key)
         local: cf.Future = cf.Future()
         local.set_running_or_notify_cancel()
-        self._futures[local] = remote
-
-        def settle(done: Future) -> None:
-            try:
-                local.set_result(done.result())
-            except BaseException as exc:  # cancelled, erred, or the worker died
-                local.set_exception(exc)
-
-        remote.add_done_callback(settle)
+        with self._lock:
+            self._futures[local] = remote
+            self._local[remote.key] = local
+            if self._pump is None or not self._pump.is_alive():
+                # results arrive through one as_completed that fetches them concurrently;
+                # a done-callback per future would fetch them one at a time in one thread
+                self._completed = as_completed([remote], with_results=True, raise_errors=False)
+                self._pump = threading.Thread(
+                    target=self._deliver, args=(self._completed,), daemon=True,
+                    name="dask-polar-results",
+                )
+                self._pump.start()
+            else:
+                self._completed.add(remote)
         return local
+
+    def _deliver(self, completed: as_completed) -> None:
+        for remote, result in completed:
+            with self._lock:
+                local = self._local.pop(remote.key, None)
+            if local is None or local.done():
+                continue
+            if remote.status == "finished":
+                local.set_result(result)
+            else:  # erred (result is the exception), cancelled, or lost with its worker
+                local.set_exception(
+                    result if isinstance(result, BaseException)
+                    else cf.CancelledError(f"{remote.key} {remote.status}")
+                )
 
     def cancel(self, futures: list[cf.Future]) -> None:
         remote = [self._futures[f] for f in futures if f in self._futures]
+        for local in futures:
+            local.cancel() or local.done() or local.set_exception(cf.CancelledError("cancelled"))
         if remote:
             self.client.cancel(remote)
 
