@@ -221,3 +221,11 @@ def test_backup_copies_rescue_an_uncoded_job():
     assert record.backups == 1 and record.tasks[3].attempts == 2
     # its backup copy won: task 3 is done (the sleeping first copy is stopped, not counted)
     assert record.tasks[3].status == "done" and record.cancelled == []
+
+
+def test_a_process_pool_executor_works():
+    A, B = rand((64, 8), (8, 8)), rand((8, 4), (8, 4))
+    with cf.ProcessPoolExecutor(max_workers=2) as executor:
+        out = coded_matmul(A, B, n=16, executor=executor).compute()
+    np.testing.assert_allclose(out, A.compute() @ B.compute(), atol=1e-10)
+    assert dask_polar.last_job().backend == "ProcessPoolExecutor"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,8 +16,9 @@ class ExecutorBackend:
     """Run coded tasks on a user's ``concurrent.futures.Executor``.
 
     If the executor has a ``cancel_flag()`` method (as the Lambda executor does), work tasks
-    poll that flag; otherwise a ``threading.Event``, which only reaches tasks in this
-    process (a process pool's stragglers then run to the end, their results ignored).
+    poll that flag; a thread pool gets a ``threading.Event``; any other executor (e.g. a
+    process pool) a flag that never fires, so its stragglers run to the end and their
+    results are ignored.
     """
 
     def __init__(self, executor: cf.Executor, name: str | None = None) -> None:
@@ -32,7 +34,11 @@ class ExecutorBackend:
 
     def cancel_flag(self) -> Any:
         make = getattr(self.executor, "cancel_flag", None)
-        return make() if make is not None else threading.Event()
+        if make is not None:
+            return make()
+        if isinstance(self.executor, cf.ThreadPoolExecutor):
+            return threading.Event()
+        return _Unreachable()
 
     def reference(self, key: Any, value: Any) -> Any:
         """What a task receives for ``value``: the executor's own reference if it has one
@@ -42,6 +48,21 @@ class ExecutorBackend:
 
     def close(self) -> None:
         """Nothing to release: the executor belongs to the caller."""
+
+
+class _Unreachable:
+    """The cancel flag of an executor in other processes that offers none: tasks cannot be
+    told to stop (they run to the end and their results are ignored), but it pickles."""
+
+    def set(self) -> None:
+        """Nothing to tell: remote tasks cannot see this flag."""
+
+    def is_set(self) -> bool:
+        return False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        time.sleep(timeout or 0.0)
+        return False
 
 
 class ThreadBackend(ExecutorBackend):
