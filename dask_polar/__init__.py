@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import codes, config
+from . import blackbox, codes, config, linear_model
 from .array import CodedMatrix, coded, coded_matmul, disable, enable, enabled, optimize
 from .exceptions import CodedJobError, NotDecodableError
 from .jobs import JobCallback, JobRecord, jobs, last_job
@@ -16,6 +16,7 @@ __all__ = [
     "JobRecord",
     "NotDecodableError",
     "__version__",
+    "blackbox",
     "codes",
     "coded",
     "coded_matmul",
@@ -25,5 +26,6 @@ __all__ = [
     "config",
     "jobs",
     "last_job",
+    "linear_model",
     "optimize",
 ]

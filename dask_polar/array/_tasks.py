@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +9,7 @@ import numpy as np
 
 from ..codes import ErasureCode, PolarCode
 from ..executors import WorkOutcome, open_backend, run_early_completion
+from ..executors.cooperative import CooperativeTask
 from ..jobs import JobRecord
 
 __all__ = [
@@ -18,8 +17,6 @@ __all__ = [
     "take",
 ]
 
-#: Seconds between cancel-flag checks inside a work task.
-POLL_SECONDS = 0.05
 
 
 def add(first: np.ndarray, *others: np.ndarray) -> np.ndarray:
@@ -47,38 +44,23 @@ def pad_rows(block: np.ndarray, rows: int) -> np.ndarray:
     return out
 
 
-def _worker_name() -> str:
-    try:
-        from distributed import get_worker
-
-        return get_worker().address
-    except (ImportError, ValueError):
-        return threading.current_thread().name
-
-
 def coded_product(x: np.ndarray, b: np.ndarray, flag: Any, delay: float, panel_rows: int | None) -> WorkOutcome:
     """The work of one coded task: ``x @ b``, stopping early once ``flag`` is set.
 
     Cancelling never interrupts running Python, so the task polls ``flag`` while it waits out
     an injected straggler ``delay`` and between row panels of the product.
     """
-    started = time.time()
-    worker = _worker_name()
-    if delay > 0 and flag.wait(delay):
-        return WorkOutcome(None, started, time.time(), worker, cancelled=True)
+    task = CooperativeTask(flag)
+    if task.sleep(delay):
+        return task.stopped()
     rows = x.shape[0]
     out = np.empty((rows, b.shape[1]), dtype=np.result_type(x.dtype, b.dtype))
     step = panel_rows or max(1, -(-rows // 8))
-    checked = time.monotonic()
     for lo in range(0, rows, step):
-        # polling a cluster-wide flag is a round trip to the scheduler: at most every
-        # POLL_SECONDS, so quick tasks never pay for it
-        if time.monotonic() - checked > POLL_SECONDS:
-            if flag.is_set():
-                return WorkOutcome(None, started, time.time(), worker, cancelled=True)
-            checked = time.monotonic()
+        if task.cancelled():
+            return task.stopped()
         np.matmul(x[lo : lo + step], b, out=out[lo : lo + step])
-    return WorkOutcome(out, started, time.time(), worker)
+    return task.done(out)
 
 
 @dataclass

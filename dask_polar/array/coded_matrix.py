@@ -163,6 +163,11 @@ class CodedMatrix:
     __matmul__ = matmul
 
     @property
+    def source(self) -> Any:
+        """The matrix that was encoded, as a dask array."""
+        return self._source
+
+    @property
     def T(self) -> CodedMatrix:
         """The transpose, encoded (once, on first use) from ``A.T``'s row blocks."""
         if self._transpose is None:

@@ -1,0 +1,67 @@
+"""Work tasks that stop early: cancelling never interrupts running Python, so tasks poll."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from ._core import WorkOutcome
+
+__all__ = ["POLL_SECONDS", "CooperativeTask", "worker_name"]
+
+#: Seconds between cancel-flag checks inside a work task: polling a cluster-wide flag is a
+#: round trip to the scheduler, so quick tasks never pay for it.
+POLL_SECONDS = 0.05
+
+
+def worker_name() -> str:
+    """The dask.distributed worker's address, or the thread's name outside a cluster."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return threading.current_thread().name
+
+
+class CooperativeTask:
+    """The bookkeeping of one work task that stops once its job's ``flag`` is set.
+
+    Parameters
+    ----------
+    flag : object with ``is_set()`` and ``wait(timeout)``
+        The job's cancel flag (``threading.Event``, ``distributed.Event``, ...).
+
+    Examples
+    --------
+    >>> import threading
+    >>> task = CooperativeTask(threading.Event())
+    >>> task.sleep(0.0), task.cancelled(), task.done(42).value
+    (False, False, 42)
+    """
+
+    def __init__(self, flag: Any) -> None:
+        self.flag = flag
+        self.started = time.time()
+        self.worker = worker_name()
+        self._checked = time.monotonic()
+
+    def sleep(self, delay: float) -> bool:
+        """Wait out an injected straggler ``delay``; True if the job was cancelled meanwhile."""
+        return delay > 0 and bool(self.flag.wait(delay))
+
+    def cancelled(self) -> bool:
+        """Whether the job was cancelled, asking the flag at most every `POLL_SECONDS`."""
+        if time.monotonic() - self._checked <= POLL_SECONDS:
+            return False
+        self._checked = time.monotonic()
+        return bool(self.flag.is_set())
+
+    def done(self, value: Any) -> WorkOutcome:
+        """The outcome of a task that finished its work."""
+        return WorkOutcome(value, self.started, time.time(), self.worker)
+
+    def stopped(self) -> WorkOutcome:
+        """The outcome of a task that stopped because its job was cancelled."""
+        return WorkOutcome(None, self.started, time.time(), self.worker, cancelled=True)
