@@ -6,7 +6,7 @@ EXTRAS ?= test,plot,docs
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: venv demo test bench bench-full docs clean
+.PHONY: venv demo demo-lambda test bench bench-full docs clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m dask_polar demo
+
+demo-lambda: $(STAMP)
+	$(PY) -m dask_polar lambda demo --workers 32
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from .serverless import cli as serverless_cli
 from .simulate import cli as simulate_cli
 
 
@@ -15,14 +16,20 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="coded A @ B on a LocalCluster with stragglers")
     demo.add_argument(
-        "what", nargs="?", default="matmul", choices=["matmul", "codes"],
-        help="matmul (default): the methods on a LocalCluster; codes: the codes alone",
+        "what", nargs="?", default="matmul", choices=["matmul", "codes", "adversarial"],
+        help="matmul (default): the methods on a LocalCluster; codes: the codes alone; "
+        "adversarial: a black-box attack on a digit classifier with coded gradients",
     )
     demo.add_argument("--k", type=int, default=None, help="data blocks")
     demo.add_argument("--trials", type=int, default=None)
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--plot", default="dask_polar_demo.png", help="where to write the plot")
+    demo.add_argument(
+        "--plot", default=None,
+        help="where to write the plot (default: dask_polar_demo.png; adversarial: "
+        "dask_polar_adversarial.png)",
+    )
     simulate_cli.add_parser(sub)
+    serverless_cli.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     if args.command == "demo":
@@ -35,10 +42,18 @@ def main(argv: list[str] | None = None) -> int:
             options["trials"] = args.trials
         if args.what == "codes":
             demos.codes_demo(**options)
+        elif args.what == "adversarial":
+            from .blackbox.adversarial import adversarial_demo
+
+            if "k" in options:
+                parser.error("--k does not apply to the adversarial demo (k = 64 pixels)")
+            adversarial_demo(plot=args.plot or "dask_polar_adversarial.png", **options)
         else:
-            demos.matmul_demo(plot=args.plot, **options)
+            demos.matmul_demo(plot=args.plot or "dask_polar_demo.png", **options)
     elif args.command == "simulate":
         return simulate_cli.run(args)
+    elif args.command == "lambda":
+        return serverless_cli.run(args)
     return 0
 
 

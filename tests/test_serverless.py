@@ -1,0 +1,350 @@
+"""Unit tests of dask_polar.serverless that need no server: the signed wire format, the
+handler run in-process against moto's in-memory S3, the cancel flag, limits, packaging, CLI.
+
+The end-to-end tests against the local Lambda service and SeaweedFS are in
+``test_serverless_local.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+
+import cloudpickle
+import numpy as np
+import pytest
+
+pytest.importorskip("boto3")
+moto = pytest.importorskip("moto")
+
+from dask_polar.serverless import (  # noqa: E402
+    LambdaCrashError,
+    LambdaExecutor,
+    LambdaFunctionError,
+    LambdaTimeoutError,
+    PayloadRejectedError,
+    RemoteError,
+    S3AccessError,
+    S3CancelFlag,
+    S3Reference,
+    build_package,
+    config,
+    handler,
+    protocol,
+)
+
+KEY = b"unit-test-key-0123456789abcdef"
+BUCKET = "unit-bucket"
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """moto's in-memory S3, a bucket, and a fresh handler state with the signing key."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1", config.KEY_ENV: KEY.decode(),
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv(config.KEY_PARAMETER_ENV, raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.setattr(handler, "_STATE", {"cold": True})
+    with moto.mock_aws():
+        import boto3
+
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+        client.close()
+
+
+def call(fn, *args, body_key=None, inline_limit=config.INLINE_PAYLOAD_BYTES, **kwargs):
+    body = cloudpickle.dumps((fn, args, kwargs))
+    return protocol.encode_call(
+        KEY, task="t1", bucket=BUCKET, body=body, body_key=body_key,
+        result_key="jobs/t1.out", inline_limit=inline_limit,
+    )
+
+
+def run(event, s3=None):
+    """Run the handler and decode its verified result (value, ok)."""
+    answer = handler.handle(event)
+    result = protocol.verify_result(KEY, answer, "t1")
+    data = result.value
+    if result.value_key is not None:
+        data = s3.get_object(Bucket=BUCKET, Key=result.value_key)["Body"].read()
+        protocol.check_digest(data, result.value_sha256, "result")
+    return cloudpickle.loads(data), result
+
+
+# -- signing ---------------------------------------------------------------------------------
+
+
+def test_call_roundtrip_and_field_tampering():
+    event = call(sum, [1, 2])
+    assert protocol.verify_call(KEY, event).body == cloudpickle.dumps((sum, ([1, 2],), {}))
+    # every signed field is covered: change one, the signature fails
+    for field, value in [("task", "t2"), ("bucket", "other"), ("result_key", "x"),
+                         ("inline_limit", 1), ("body_key", "k")]:
+        tampered = dict(event, **{field: value})
+        with pytest.raises(PayloadRejectedError, match="bad signature"):
+            protocol.verify_call(KEY, tampered)
+    # the inline body is covered by its signed digest
+    tampered = dict(event, body=protocol._inline(cloudpickle.dumps((max, ([1, 2],), {}))))
+    with pytest.raises(PayloadRejectedError, match="digest"):
+        protocol.verify_call(KEY, tampered)
+
+
+@pytest.mark.parametrize(
+    "payload, match",
+    [
+        ({"hello": "world"}, "not a dask_polar call"),
+        ("a string", "not a dask_polar call"),
+        ({"dask_polar": 1, "kind": "result"}, "expected a 'call'"),
+        ({"dask_polar": 1, "kind": "call"}, "unsigned"),
+    ],
+)
+def test_malformed_or_unsigned_calls_are_rejected(payload, match):
+    with pytest.raises(PayloadRejectedError, match=match):
+        protocol.verify_call(KEY, payload)
+
+
+def test_wrong_key_and_swapped_results_are_rejected():
+    with pytest.raises(PayloadRejectedError, match="bad signature"):
+        protocol.verify_call(b"another-key-0123456789", call(sum, [1]))
+    answer = protocol.encode_result(KEY, task="t7", ok=True, value=b"x")
+    with pytest.raises(PayloadRejectedError, match="returned for 't1'"):
+        protocol.verify_result(KEY, answer, "t1")
+    with pytest.raises(PayloadRejectedError, match="expected a 'result'"):
+        protocol.verify_result(KEY, call(sum, [1]), "t1")
+
+
+def test_signing_key_checks(monkeypatch):
+    monkeypatch.delenv(config.KEY_ENV, raising=False)
+    with pytest.raises(ValueError, match=config.KEY_ENV):
+        protocol.as_key(None)
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        protocol.as_key("short")
+    with pytest.raises(TypeError, match="str or bytes"):
+        protocol.as_key(1234567890123456789)
+    monkeypatch.setenv(config.KEY_ENV, "k" * 20)
+    assert protocol.as_key(None) == b"k" * 20
+
+
+# -- the handler, in process --------------------------------------------------------------------
+
+
+def test_handler_runs_a_call(s3):
+    value, result = run(call(np.add, np.arange(3), 1))
+    assert result.ok and result.stats["cold"] is True
+    np.testing.assert_array_equal(value, [1, 2, 3])
+    assert run(call(sum, [1, 2]))[1].stats["cold"] is False  # a warm environment
+
+
+def test_handler_verifies_before_unpickling(s3, tmp_path):
+    marker = tmp_path / "ran"
+    event = call(marker.touch)
+    event["sig"] = "0" * 64
+    with pytest.raises(PayloadRejectedError, match="bad signature"):
+        handler.handle(event)
+    del event["sig"]
+    with pytest.raises(PayloadRejectedError, match="unsigned"):
+        handler.handle(event)
+    assert not marker.exists()
+
+
+def test_handler_without_a_key_rejects_everything(s3, monkeypatch):
+    monkeypatch.delenv(config.KEY_ENV)
+    with pytest.raises(PayloadRejectedError, match="no usable signing key"):
+        handler.handle(call(sum, [1]))
+
+
+def test_handler_returns_the_exception_with_its_traceback(s3):
+    def fails(x):
+        raise KeyError(f"no {x}")
+
+    value, result = run(call(fails, "such key"))
+    assert not result.ok
+    assert isinstance(value, KeyError) and value.args == ("no such key",)
+    assert "fails" in result.traceback and "KeyError" in result.error
+
+
+class Unpicklable(Exception):
+    def __init__(self, a, b):  # pickling passes only args=(message,): cannot rebuild
+        super().__init__(f"{a} {b}")
+
+
+def test_unpicklable_exception_becomes_remote_error(s3):
+    def fails():
+        raise Unpicklable(1, 2)
+
+    value, result = run(call(fails))
+    assert isinstance(value, RemoteError)
+    assert value.type_name.endswith("Unpicklable") and value.message == "1 2"
+
+
+def test_large_bodies_results_and_references_go_through_s3(s3):
+    block = np.arange(1000.0)
+    data = cloudpickle.dumps(block)
+    s3.put_object(Bucket=BUCKET, Key="refs/block", Body=data)
+    ref = S3Reference(BUCKET, "refs/block", protocol.digest(data), len(data))
+    body = cloudpickle.dumps((np.multiply, (ref, 2.0), {}))
+    s3.put_object(Bucket=BUCKET, Key="jobs/t1.in", Body=body)
+    event = protocol.encode_call(
+        KEY, task="t1", bucket=BUCKET, body=body, body_key="jobs/t1.in",
+        result_key="jobs/t1.out", inline_limit=100,
+    )
+    assert event["body"] is None
+    value, result = run(event, s3)
+    assert result.value_key == "jobs/t1.out"  # 8 kB result > inline_limit: written to S3
+    np.testing.assert_array_equal(value, 2 * block)
+    # the reference's bytes are cached per environment: a warm call does not download them
+    s3.delete_object(Bucket=BUCKET, Key="refs/block")
+    s3.put_object(Bucket=BUCKET, Key="jobs/t1.in", Body=body)
+    assert run(event, s3)[1].stats["downloaded"] == len(body)
+
+
+def test_tampered_s3_objects_are_rejected_before_unpickling(s3, tmp_path):
+    marker = tmp_path / "ran"
+    body = cloudpickle.dumps((sum, ([1, 2],), {}))
+    event = protocol.encode_call(
+        KEY, task="t1", bucket=BUCKET, body=body, body_key="jobs/t1.in", result_key="jobs/t1.out",
+    )
+    s3.put_object(Bucket=BUCKET, Key="jobs/t1.in", Body=cloudpickle.dumps((marker.touch, (), {})))
+    value, result = run(event)
+    assert isinstance(value, PayloadRejectedError) and "digest" in str(value)
+    # a referenced object replaced after the call was signed
+    good = cloudpickle.dumps(np.ones(3))
+    ref = S3Reference(BUCKET, "refs/r", protocol.digest(good), len(good))
+    s3.put_object(Bucket=BUCKET, Key="refs/r", Body=cloudpickle.dumps((marker.touch, (), {})))
+    value, _ = run(call(np.sum, ref))
+    assert isinstance(value, PayloadRejectedError)
+    assert not marker.exists()
+
+
+def test_function_without_s3_access_reports_s3_access_error(s3):
+    ref = S3Reference("bucket-of-someone-else", "k", "0" * 64, 1)
+    value, _ = run(call(np.sum, ref))
+    # moto answers NoSuchBucket here, not a credential error: the original error travels
+    assert not isinstance(value, S3AccessError) and "NoSuchBucket" in str(value)
+    error = type("E", (Exception,), {"response": {"Error": {"Code": "SignatureDoesNotMatch"}}})()
+    mapped = protocol.s3_error(error, "GetObject", "b", "k", "function")
+    assert isinstance(mapped, S3AccessError) and isinstance(mapped, PermissionError)
+    assert "execution role" in str(mapped)
+
+
+# -- references and the cancel flag ------------------------------------------------------------
+
+
+def test_references_and_flags_pickle_to_their_address():
+    ref = S3Reference(BUCKET, "refs/x", "ab" * 32, 10)
+    back = pickle.loads(pickle.dumps(ref))  # outside a handler: still a reference
+    assert isinstance(back, S3Reference) and (back.key, back.size) == ("refs/x", 10)
+    assert len(cloudpickle.dumps(ref)) < 300
+    flag = S3CancelFlag(BUCKET, "jobs/j/cancel", 0.5, on_set=lambda f: None)
+    flag.set()
+    remote = pickle.loads(pickle.dumps(flag))
+    assert (remote.bucket, remote.key, remote.poll_interval) == (BUCKET, "jobs/j/cancel", 0.5)
+    assert repr(flag).endswith("set>")
+
+
+def test_cancel_flag_polls_s3_throttled(s3):
+    flag = S3CancelFlag(BUCKET, "jobs/j/cancel", poll_interval=0.05, s3=s3)
+    assert not flag.is_set() and not flag.is_set()
+    assert flag.polls == 1  # the second look came within the poll interval: no request
+    assert not flag.wait(0.12)
+    assert 2 <= flag.polls <= 4
+    S3CancelFlag(BUCKET, "jobs/j/cancel", s3=s3).set()  # a writer without an executor
+    assert flag.wait(1.0)
+    polls = flag.polls
+    assert flag.is_set() and flag.polls == polls  # remembered
+
+
+# -- limits, exceptions, validation, packaging ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "check, value, error, match",
+    [
+        (config.check_timeout, 901, ValueError, "900"),
+        (config.check_timeout, 0, ValueError, ">= 1"),
+        (config.check_timeout, 1.5, TypeError, "integer"),
+        (config.check_memory, 64, ValueError, ">= 128"),
+        (config.check_memory, 20000, ValueError, "10240"),
+    ],
+)
+def test_limits(check, value, error, match):
+    with pytest.raises(error, match=match):
+        check(value)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        LambdaTimeoutError("f", "timed out", error_type="Sandbox.Timedout", request_id="r"),
+        LambdaCrashError("f", "exit status 3", error_type="Runtime.ExitError"),
+        LambdaFunctionError(
+            "f", "no module", error_type="Runtime.ImportModuleError", stack_trace=["x"]
+        ),
+        PayloadRejectedError("bad signature"),
+        S3AccessError("PutObject", "b", "k", "SignatureDoesNotMatch", "executor"),
+        RemoteError("m.T", "message"),
+    ],
+)
+def test_exceptions_pickle(exc):
+    back = pickle.loads(pickle.dumps(exc))
+    assert type(back) is type(exc) and str(back) == str(exc)
+    assert vars(back) == vars(exc)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"function_name": 3}, TypeError, "function_name must be a string"),
+        ({"bucket": ""}, ValueError, "bucket must not be empty"),
+        ({"prefix": "/"}, ValueError, "prefix must not be empty"),
+        ({"max_concurrency": 0}, ValueError, "max_concurrency must be >= 1"),
+        ({"key": "short"}, ValueError, "at least 16 bytes"),
+        ({"inline_payload_bytes": 5 << 20}, ValueError, "inline_payload_bytes must be <="),
+        ({"poll_interval": 0}, ValueError, "poll_interval must be > 0"),
+        ({"retry_mode": "legacy"}, ValueError, "retry_mode must be"),
+        ({"endpoint_urls": {"sqs": "x"}}, ValueError, "endpoint_urls takes"),
+    ],
+)
+def test_executor_validates_before_connecting(kwargs, error, match):
+    arguments = {"function_name": "f", "bucket": "b", "key": KEY, **kwargs}
+    with pytest.raises(error, match=match):
+        LambdaExecutor(arguments.pop("function_name"), arguments.pop("bucket"), **arguments)
+
+
+def test_package_has_the_handler_and_cloudpickle(tmp_path):
+    from dask_polar.__main__ import main
+
+    path = tmp_path / "function.zip"
+    assert main(["lambda", "deploy", "--zip", str(path)]) == 0
+    names = zipfile.ZipFile(path).namelist()
+    assert "dask_polar/serverless/handler.py" in names and "cloudpickle/cloudpickle.py" in names
+    assert not any("__pycache__" in name for name in names)
+    assert path.read_bytes() == build_package()
+    assert zipfile.ZipFile(io.BytesIO(build_package(include=()))).namelist() == [
+        n for n in names if n.startswith("dask_polar/")
+    ]
+
+
+def test_handler_reads_its_key_from_ssm(s3, monkeypatch):
+    import boto3
+
+    ssm = boto3.client("ssm", region_name="us-east-1")
+    ssm.put_parameter(Name="/dask-polar/key", Value=KEY.decode(), Type="SecureString")
+    ssm.close()
+    monkeypatch.delenv(config.KEY_ENV)
+    monkeypatch.setenv(config.KEY_PARAMETER_ENV, "/dask-polar/key")
+    assert run(call(sum, [1, 2]))[0] == 3
+
+
+def test_deploy_cli_without_a_key_says_how_to_make_one(monkeypatch, capsys):
+    from dask_polar.__main__ import main
+
+    monkeypatch.delenv(config.KEY_ENV, raising=False)
+    assert main(["lambda", "deploy", "--role", "arn:aws:iam::1:role/r"]) == 1
+    assert "secrets.token_hex" in capsys.readouterr().err
