@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import blackbox, codes, config, linear_model
 from .array import CodedMatrix, coded, coded_matmul, disable, enable, enabled, optimize
+from .diagnostics import ProgressBar
 from .exceptions import CodedJobError, NotDecodableError
 from .jobs import JobCallback, JobRecord, jobs, last_job
 
@@ -15,6 +16,7 @@ __all__ = [
     "JobCallback",
     "JobRecord",
     "NotDecodableError",
+    "ProgressBar",
     "__version__",
     "blackbox",
     "codes",

@@ -106,6 +106,7 @@ def run_early_completion(
         if tasks[j].status != "zero":
             launch(int(j))
     notify("on_start", record)
+    failed = False
     try:
         while not decoder.decodable:
             if not pending:
@@ -161,6 +162,9 @@ def run_early_completion(
                     backed_up.add(j)
                     record.backups += 1
                     launch(j)
+    except BaseException:
+        failed = True
+        raise
     finally:
         flag.set()
         backend.cancel(list(pending))
@@ -168,6 +172,9 @@ def run_early_completion(
         record.cancelled = sorted({j for j in pending.values() if tasks[j].status != "done"})
         for j in record.cancelled:
             tasks[j].status = "cancelled"
+        if failed:  # a failed job ends too (decoded_at None): observers must not wait on it
+            remember(record)
+            notify("on_finish", record)
     record.used = np.flatnonzero(decoder.mask).tolist()
     notify("on_decodable", record)
     logger.debug(
