@@ -6,7 +6,8 @@ from . import blackbox, codes, config, linear_model
 from .array import CodedMatrix, coded, coded_matmul, disable, enable, enabled, optimize
 from .diagnostics import ProgressBar
 from .exceptions import CodedJobError, NotDecodableError
-from .jobs import JobCallback, JobRecord, jobs, last_job
+from . import jobs
+from .jobs import JobCallback, JobRecord, last_job
 
 __version__ = "0.1.0.dev0"
 

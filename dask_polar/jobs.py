@@ -1,7 +1,7 @@
 """Job records: what every coded job did, for users, benchmarks, the demo and the dashboard.
 
 Each coded job leaves a `JobRecord`. In the process that ran the job it goes to
-`last_job()` / `jobs()` and to registered `JobCallback` objects; on a dask.distributed worker
+`last_job()` / `recent_jobs()` and to registered `JobCallback` objects; on a dask.distributed worker
 it is also sent to the scheduler's event log (topic ``"dask_polar"``), from where
 `last_job()` fetches it on the client. While a job runs on a worker, small progress events
 (`progress_event`: start, each result, the decodable moment) go to the topic
@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 __all__ = [
-    "TaskRecord", "JobRecord", "JobCallback", "last_job", "jobs", "callback", "progress_event",
+    "TaskRecord", "JobRecord", "JobCallback", "last_job", "recent_jobs", "find_job", "callback",
+    "progress_event",
 ]
 
 #: Scheduler event-log topic of finished jobs' records (one per job).
@@ -246,10 +247,16 @@ def remember(record: JobRecord) -> None:
         worker.log_event(EVENT_TOPIC, record.to_dict())
 
 
-def jobs() -> list[JobRecord]:
+def recent_jobs() -> list[JobRecord]:
     """Records of the recent coded jobs run in this process, oldest first (up to 100)."""
     with _LOCK:
         return list(_HISTORY)
+
+
+def find_job(token_prefix: str) -> JobRecord | None:
+    """The most recent record in this process whose token starts with ``token_prefix``."""
+    with _LOCK:
+        return next((r for r in reversed(_HISTORY) if r.token.startswith(token_prefix)), None)
 
 
 def last_job(client: Any = None) -> JobRecord | None:
@@ -265,7 +272,7 @@ def last_job(client: Any = None) -> JobRecord | None:
     -------
     JobRecord or None
     """
-    candidates = jobs()[-1:]
+    candidates = recent_jobs()[-1:]
     if client is None:
         try:
             from distributed import default_client

@@ -22,7 +22,7 @@ from dask.task_spec import Alias
 from .._validation import check_int
 from ..codes import ErasureCode
 from ..executors.local import ExecutorBackend, ThreadBackend
-from ..jobs import JobRecord
+from ..jobs import JobRecord, find_job
 from . import _tasks
 from .matmul import CodedOptions, _as_matrix, _split, _straggler_delays, encode_layer
 
@@ -181,9 +181,7 @@ class CodedMatrix:
     @property
     def last_record(self) -> JobRecord | None:
         """The record of this process's most recent coded job (see `dask_polar.last_job`)."""
-        from ..jobs import jobs
-
-        return next((r for r in reversed(jobs()) if r.token.startswith(self._token)), None)
+        return find_job(self._token)
 
     def close(self) -> None:
         """Release the coded blocks and the worker threads (also done when collected)."""

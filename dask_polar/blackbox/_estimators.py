@@ -22,7 +22,7 @@ from ..array.matmul import CodedOptions, _split, _straggler_delays
 from ..executors.cooperative import CooperativeTask
 from ..codes import ErasureCode, PolarCode, UncodedCode
 from ..executors import ExecutorBackend, ThreadBackend, WorkOutcome, run_early_completion
-from ..jobs import JobRecord, jobs
+from ..jobs import JobRecord, find_job
 
 __all__ = [
     "CodedGradient",
@@ -232,7 +232,7 @@ class _TaskGradient:
     @property
     def last_record(self) -> JobRecord | None:
         """The job record of the most recent gradient estimate (see `dask_polar.last_job`)."""
-        return next((r for r in reversed(jobs()) if r.token.startswith(self._token)), None)
+        return find_job(self._token)
 
     def close(self) -> None:
         """Release the worker threads (also done when collected)."""
