@@ -18,8 +18,8 @@ Sections (each prints a table; targets are marked PASS or MISS, a miss is report
    with the SC design (``straggler_prob = 1 - k/n``) for the inactivation decoder.
 5. The polarization picture (``benchmarks/results/polarization.png``): the virtual workers'
    CDFs at levels 0..14 and their distance from step functions.
-6. Validation (small N): the simulator's latency vs `dask_polar.coded_matmul` run locally on
-   threads with the same injected delays (``stragglers=``, ``seed=``), per method.
+6. Validation (small N): the simulator's latency vs `dask_polar.coded_matmul` run on a
+   LocalCluster with the same injected delays (``stragglers=``, ``seed=``), per method.
 
 Run with ``python -m benchmarks --quick simulate`` (about a minute) or
 ``python -m benchmarks simulate`` (a few minutes).
@@ -273,12 +273,18 @@ def validation(quick: bool) -> dict[str, Any]:
     used: dict[str, list[int]] = {method: [] for method in methods}
     observed: dict[str, np.ndarray] = {}
     overheads: list[float] = []
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=n + 4, processes=False, dashboard_address="127.0.0.1:0"
+    )
+    client = Client(cluster)
     for method, options in VALIDATION_METHODS:
         finished = np.zeros((trials, n))
         for t, s in enumerate(seeds):
             C = coded_matmul(A, B, stragglers=model, seed=s, **options)
-            assert np.allclose(C.compute(scheduler="threads"), expected)
-            record = last_job()
+            assert np.allclose(C.compute(), expected)
+            record = last_job(client)
             real[method].append(record.decodable_at)
             used[method].append(len(record.used))
             # when each task's result was in: tasks cancelled at the decodable moment come
@@ -292,12 +298,14 @@ def validation(quick: bool) -> dict[str, Any]:
                 overheads += [task.finished - delays[t, task.index] for task in record.tasks
                               if task.status == "done"]
         observed[method] = finished
+    client.close()
+    cluster.close()
     # the decision logic alone: the simulator fed the finish times the real job observed
     replay = {
         method: simulate(times=observed[method], k=k, cost=CostModel.free(), methods=[method])
         for method in methods if method != "backup"
     }
-    print(f"\n6. Validation: simulator vs coded_matmul on threads, k={k}, n={n}, {trials} trials, "
+    print(f"\n6. Validation: simulator vs coded_matmul on a LocalCluster, k={k}, n={n}, {trials} trials, "
           f"injected {model}")
     print(f"per-task overhead on top of the injected delay (thread start, product, bookkeeping): "
           f"median {1e3 * np.median(overheads):.1f} ms, max {1e3 * np.max(overheads):.1f} ms")
