@@ -229,3 +229,25 @@ def test_a_process_pool_executor_works():
         out = coded_matmul(A, B, n=16, executor=executor).compute()
     np.testing.assert_allclose(out, A.compute() @ B.compute(), atol=1e-10)
     assert dask_polar.last_job().backend == "ProcessPoolExecutor"
+
+
+def test_blas_is_single_threaded_during_a_threaded_job_only():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from dask_polar.jobs import JobCallback, callback
+
+    def blas_threads():
+        return {info["num_threads"] for info in threadpoolctl.threadpool_info()
+                if info["user_api"] == "blas"}
+
+    before = blas_threads()
+    seen = []
+
+    class Watch(JobCallback):
+        def on_result(self, record, task, **kwargs):
+            seen.append(blas_threads())
+
+    A, B = rand((64, 8), (8, 8)), rand((8, 4), (8, 4))
+    with callback(Watch()):
+        coded_matmul(A, B, n=16).compute()
+    assert seen and all(threads == {1} for threads in seen)  # 16 threads >= the cores here
+    assert blas_threads() == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -77,6 +78,22 @@ def run_early_completion(
     CodedJobError
         If the results stay undecodable after the retries; names the failed tasks.
     """
+    running = getattr(backend, "running", None)  # a backend's context for one job
+    with running() if running is not None else contextlib.nullcontext():
+        return _run(code, backend, make_task, record=record, known=known, retries=retries,
+                    backup=backup)
+
+
+def _run(
+    code: ErasureCode,
+    backend: Any,
+    make_task: TaskFactory,
+    *,
+    record: JobRecord,
+    known: Mapping[int, np.ndarray] | None = None,
+    retries: int = 2,
+    backup: float | None = None,
+) -> np.ndarray:
     t0 = time.time()
     record.started = t0
     tasks = {j: TaskRecord(j) for j in range(code.n)}
