@@ -40,10 +40,9 @@ def matmul_demo(
     computes ``A @ B`` with the same heavy-tailed straggler delays injected into its tasks
     (one worker in twenty 15 times slower: most tasks take 0.2-0.3 s, a few 3-4.5 s). ``B`` is
     thin so that the 2 cores hosting all the simulated workers are not the bottleneck. Prints
-    the median wall
-    time per method (``.compute()``, encoding included) and of the job itself (from the
-    start of the coded tasks to the decoded result), the ratio to uncoded, and the floor: the
-    k-th fastest of the n = 2k workers' delays, which no code can beat.
+    the median wall time per method (``.compute()``, encoding included) and of the job
+    itself (from the start of the coded tasks to the decoded result), the ratio to uncoded,
+    and the floor: the k-th fastest of the n = 2k workers' delays, which no code can beat.
 
     Returns
     -------
