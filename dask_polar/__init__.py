@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from . import blackbox, codes, config, linear_model
+from . import blackbox, codes, config, jobs, linear_model
 from .array import CodedMatrix, coded, coded_matmul, disable, enable, enabled, optimize
 from .diagnostics import ProgressBar
 from .exceptions import CodedJobError, NotDecodableError
-from . import jobs
 from .jobs import JobCallback, JobRecord, last_job
 
 __version__ = "0.1.0.dev0"
