@@ -80,126 +80,112 @@ def run_early_completion(
     """
     running = getattr(backend, "running", None)  # a backend's context for one job
     with running() if running is not None else contextlib.nullcontext():
-        return _run(code, backend, make_task, record=record, known=known, retries=retries,
-                    backup=backup)
+        t0 = time.time()
+        record.started = t0
+        tasks = {j: TaskRecord(j) for j in range(code.n)}
+        record.tasks = list(tasks.values())
+        decoder = code.decoder()
+        for j, value in (known or {}).items():
+            decoder.add(j, value)
+            tasks[j].status = "zero"
+        flag = backend.cancel_flag()
+        pending: dict[cf.Future, int] = {}  # a task may have two copies (backup)
+        errors: dict[int, str] = {}
+        first_submitted: dict[int, float] = {}
+        durations: list[float] = []
+        backed_up: set[int] = set()
 
+        def launch(j: int) -> None:
+            task = tasks[j]
+            fn, args = make_task(j, task.attempts, flag)
+            task.attempts += 1
+            task.status = "pending"
+            task.submitted = time.time() - t0
+            first_submitted.setdefault(j, task.submitted)
+            key = (f"polar-work-{record.token}", j, task.attempts - 1)
+            pending[backend.submit(fn, *args, key=key)] = j
 
-def _run(
-    code: ErasureCode,
-    backend: Any,
-    make_task: TaskFactory,
-    *,
-    record: JobRecord,
-    known: Mapping[int, np.ndarray] | None = None,
-    retries: int = 2,
-    backup: float | None = None,
-) -> np.ndarray:
-    t0 = time.time()
-    record.started = t0
-    tasks = {j: TaskRecord(j) for j in range(code.n)}
-    record.tasks = list(tasks.values())
-    decoder = code.decoder()
-    for j, value in (known or {}).items():
-        decoder.add(j, value)
-        tasks[j].status = "zero"
-    flag = backend.cancel_flag()
-    pending: dict[cf.Future, int] = {}  # a task may have two copies (backup)
-    errors: dict[int, str] = {}
-    first_submitted: dict[int, float] = {}
-    durations: list[float] = []
-    backed_up: set[int] = set()
-
-    def launch(j: int) -> None:
-        task = tasks[j]
-        fn, args = make_task(j, task.attempts, flag)
-        task.attempts += 1
-        task.status = "pending"
-        task.submitted = time.time() - t0
-        first_submitted.setdefault(j, task.submitted)
-        key = (f"polar-work-{record.token}", j, task.attempts - 1)
-        pending[backend.submit(fn, *args, key=key)] = j
-
-    for j in code.launch_order():
-        if tasks[j].status != "zero":
-            launch(int(j))
-    notify("on_start", record)
-    failed = False
-    try:
-        while not decoder.decodable:
-            if not pending:
-                again = [j for j in errors if tasks[j].attempts <= retries]
-                if not again:
-                    raise CodedJobError(record.token, errors, decoder.received, code.k)
-                logger.info("job %s: retrying failed tasks %s", record.token, again)
-                record.retries += len(again)
-                for j in again:
-                    del errors[j]
-                    launch(j)
-                continue
-            tick = None if backup is None else 0.01
-            done, _ = cf.wait(pending, timeout=tick, return_when=cf.FIRST_COMPLETED)
-            arrived: dict[int, np.ndarray] = {}
-            for future in done:
-                j = pending.pop(future)
-                task = tasks[j]
-                if task.status == "done":  # the other copy of a backed-up task won
+        for j in code.launch_order():
+            if tasks[j].status != "zero":
+                launch(int(j))
+        notify("on_start", record)
+        failed = False
+        try:
+            while not decoder.decodable:
+                if not pending:
+                    again = [j for j in errors if tasks[j].attempts <= retries]
+                    if not again:
+                        raise CodedJobError(record.token, errors, decoder.received, code.k)
+                    logger.info("job %s: retrying failed tasks %s", record.token, again)
+                    record.retries += len(again)
+                    for j in again:
+                        del errors[j]
+                        launch(j)
                     continue
-                task.finished = time.time() - t0
-                try:
-                    outcome = future.result()
-                except Exception as exc:  # a failed task is an erasure
-                    if j in pending.values():  # its other copy may still succeed
+                tick = None if backup is None else 0.01
+                done, _ = cf.wait(pending, timeout=tick, return_when=cf.FIRST_COMPLETED)
+                arrived: dict[int, np.ndarray] = {}
+                for future in done:
+                    j = pending.pop(future)
+                    task = tasks[j]
+                    if task.status == "done":  # the other copy of a backed-up task won
                         continue
-                    task.status = "failed"
-                    task.error = f"{type(exc).__name__}: {exc}"
-                    errors[j] = task.error
-                    logger.debug("job %s: task %d failed: %s", record.token, j, task.error)
+                    task.finished = time.time() - t0
+                    try:
+                        outcome = future.result()
+                    except Exception as exc:  # a failed task is an erasure
+                        if j in pending.values():  # its other copy may still succeed
+                            continue
+                        task.status = "failed"
+                        task.error = f"{type(exc).__name__}: {exc}"
+                        errors[j] = task.error
+                        logger.debug("job %s: task %d failed: %s", record.token, j, task.error)
+                        notify("on_result", record, task)
+                        continue
+                    task.started = outcome.started - t0
+                    task.worker = outcome.worker
+                    if outcome.cancelled:  # stopped by an earlier job-wide cancel; cannot happen
+                        task.status = "cancelled"  # before the decodable moment, kept for safety
+                        continue
+                    task.status = "done"
+                    durations.append(task.finished - first_submitted[j])
                     notify("on_result", record, task)
-                    continue
-                task.started = outcome.started - t0
-                task.worker = outcome.worker
-                if outcome.cancelled:  # stopped by an earlier job-wide cancel; cannot happen
-                    task.status = "cancelled"  # before the decodable moment, kept for safety
-                    continue
-                task.status = "done"
-                durations.append(task.finished - first_submitted[j])
-                notify("on_result", record, task)
-                arrived[j] = outcome.value
-            # one decodability check per burst of arrivals (the full-rank check costs ms)
-            if arrived and decoder.update(arrived):
-                record.decodable_at = time.time() - t0
-            if backup is not None and not decoder.decodable:
-                now = time.time() - t0
-                running = {j: first_submitted[j] for j in set(pending.values())}
-                for j in backup_candidates(
-                    now, running, durations, total=len(first_submitted), factor=backup,
-                    backed_up=backed_up,
-                ):
-                    logger.debug("job %s: backup copy of task %d", record.token, j)
-                    backed_up.add(j)
-                    record.backups += 1
-                    launch(j)
-    except BaseException:
-        failed = True
-        raise
-    finally:
-        flag.set()
-        backend.cancel(list(pending))
-        # a backed-up task whose other copy won is done, not cancelled
-        record.cancelled = sorted({j for j in pending.values() if tasks[j].status != "done"})
-        for j in record.cancelled:
-            tasks[j].status = "cancelled"
-        if failed:  # a failed job ends too (decoded_at None): observers must not wait on it
-            remember(record)
-            notify("on_finish", record)
-    record.used = np.flatnonzero(decoder.mask).tolist()
-    notify("on_decodable", record)
-    logger.debug(
-        "job %s: decodable with %d results, cancelling %s", record.token, len(record.used),
-        record.cancelled,
-    )
-    result = decoder.result()
-    record.decoded_at = time.time() - t0
-    remember(record)
-    notify("on_finish", record)
-    return result
+                    arrived[j] = outcome.value
+                # one decodability check per burst of arrivals (the full-rank check costs ms)
+                if arrived and decoder.update(arrived):
+                    record.decodable_at = time.time() - t0
+                if backup is not None and not decoder.decodable:
+                    now = time.time() - t0
+                    running = {j: first_submitted[j] for j in set(pending.values())}
+                    for j in backup_candidates(
+                        now, running, durations, total=len(first_submitted), factor=backup,
+                        backed_up=backed_up,
+                    ):
+                        logger.debug("job %s: backup copy of task %d", record.token, j)
+                        backed_up.add(j)
+                        record.backups += 1
+                        launch(j)
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            flag.set()
+            backend.cancel(list(pending))
+            # a backed-up task whose other copy won is done, not cancelled
+            record.cancelled = sorted({j for j in pending.values() if tasks[j].status != "done"})
+            for j in record.cancelled:
+                tasks[j].status = "cancelled"
+            if failed:  # a failed job ends too (decoded_at None): observers must not wait on it
+                remember(record)
+                notify("on_finish", record)
+        record.used = np.flatnonzero(decoder.mask).tolist()
+        notify("on_decodable", record)
+        logger.debug(
+            "job %s: decodable with %d results, cancelling %s", record.token, len(record.used),
+            record.cancelled,
+        )
+        result = decoder.result()
+        record.decoded_at = time.time() - t0
+        remember(record)
+        notify("on_finish", record)
+        return result
