@@ -24,10 +24,10 @@ from .._validation import (
     check_seed,
 )
 from ..stragglers import RuntimeModel
+from ..stragglers.models import Seed
 
 __all__ = ["Heterogeneity", "LambdaLike", "draw_finish_times"]
 
-Seed = int | np.random.Generator | np.random.SeedSequence | None
 
 # bisection steps for the mixture's quantile: each halves a bracket in log-time, so 64 steps
 # take any float64 bracket down to rounding
