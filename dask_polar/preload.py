@@ -1,7 +1,7 @@
 """Scheduler preload: ``dask scheduler --preload dask_polar.preload`` turns the rewrite on.
 
 Under dask.distributed the scheduler materializes and optimizes graphs, so a remote scheduler
-needs dask_polar installed and enabled. Options come from the scheduler's Dask config
+needs dask_polar installed and enabled, with the cluster layout (``polar.layout``). Options come from the scheduler's Dask config
 (``polar.*``, e.g. ``DASK_POLAR__REDUNDANCY=3`` in its environment).
 """
 
@@ -14,4 +14,5 @@ from .array import enable
 
 def dask_setup(scheduler: Any) -> None:
     """Called by distributed when the scheduler starts with this preload."""
-    enable()
+    # graphs optimized here run on this cluster: lay coded products out as cluster tasks
+    enable(layout="cluster")

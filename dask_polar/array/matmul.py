@@ -10,7 +10,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
-from dask.highlevelgraph import HighLevelGraph
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.task_spec import List, Task, TaskRef
 
 from .. import config
@@ -25,10 +25,12 @@ from ..codes import (
 )
 from ..codes._base import check_dtype
 from . import _tasks
+from ._cluster import cluster_layer
 
 __all__ = ["CodedOptions", "coded_matmul", "encode_layer", "make_code", "product_layer"]
 
 CODE_NAMES = ("polar", "mds", "replication", "uncoded", "local-product")
+LAYOUTS = ("auto", "cluster", "driver")
 
 #: Butterfly stages done by one encode task (a radix-8 butterfly): 6 stages at n = 64 become
 #: 2 dependent task stages, at the price of 2.4 instead of 1.5 additions per block.
@@ -140,6 +142,7 @@ class CodedOptions:
     backup: float | None = None
     local_workers: int | None = None
     panel_rows: int | None = None
+    layout: str = "auto"
 
     @classmethod
     def resolve(cls, **given: Any) -> CodedOptions:
@@ -162,6 +165,8 @@ class CodedOptions:
         for name in ("local_workers", "panel_rows"):
             if values[name] is not None:
                 values[name] = check_int(name, values[name], minimum=1)
+        if values["layout"] not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {values['layout']!r}")
         backup = values["backup"]
         if backup is not None:
             if isinstance(backup, bool) or not isinstance(backup, numbers.Real) or backup <= 1:
@@ -194,6 +199,7 @@ def coded_matmul(
     backup: float | None = None,
     local_workers: int | None = None,
     panel_rows: int | None = None,
+    layout: str | None = None,
 ) -> da.Array:
     """``A @ B`` as a lazy Dask array computed by a coded, straggler-resilient job.
 
@@ -241,6 +247,13 @@ def coded_matmul(
         Threads for a locally driven job (``polar.local-workers``; default n).
     panel_rows : int, optional
         Rows per panel between cancel checks in a work task (``polar.panel-rows``).
+    layout : {"auto", "cluster", "driver"}, optional
+        How the job is laid out (``polar.layout``). ``"cluster"``: every step is a graph
+        task where its data lives, for dask.distributed (no task gathers the coded blocks
+        or the results; decoding runs as row-panel tasks). ``"driver"``: one driving task
+        runs the coded tasks on its own threads, an ``executor``, or the cluster.
+        ``"auto"`` (default) takes ``"cluster"`` when a distributed client is the
+        scheduler and neither ``executor`` nor ``backup`` is given.
 
     Returns
     -------
@@ -273,6 +286,7 @@ def coded_matmul(
         code=code, n=n, redundancy=redundancy, straggler_prob=straggler_prob,
         runtimes=runtimes, executor=executor, stragglers=stragglers, seed=seed,
         retries=retries, backup=backup, local_workers=local_workers, panel_rows=panel_rows,
+        layout=layout,
     )
     A = _as_matrix("A", A)
     B = _as_matrix("B", B)
@@ -302,6 +316,8 @@ def coded_matmul(
         [[(B2.name, 0, c) for c in range(B2.numblocks[1])]],
         row_chunks, B2.chunks[1], dtype, the_code, delays, options, out_name, token,
     )
+    # Dask's own retries re-run a failed task (cluster layout: the work tasks) on a cluster
+    layer = MaterializedLayer(layer, annotations={"retries": options.retries})
     graph = HighLevelGraph.from_collections(out_name, layer, dependencies=[A2, B2])
     result = da.Array(graph, out_name, chunks=(row_chunks, B2.chunks[1]), dtype=dtype)
     if row_chunks != A.chunks[0]:
@@ -361,6 +377,11 @@ def product_layer(
         grid = List(*[List(*map(TaskRef, row)) for row in b_keys])
         layer[rhs_key] = Task(rhs_key, np.block, grid)
 
+    if use_cluster_layout(options):
+        return cluster_layer(
+            layer, coded_keys, rhs_key, row_chunks, col_chunks, dtype, code, delays,
+            options.panel_rows, out_name, token,
+        )
     spec = _tasks.CodedJobSpec(
         token=token, code=code, coded_keys=coded_keys, rhs_key=rhs_key,
         block_rows=block_rows, dtype=dtype, delays=delays, retries=options.retries,
@@ -379,6 +400,24 @@ def product_layer(
                 key, _tasks.take, TaskRef(decode_key), i, rows, col_bounds[c], col_bounds[c + 1]
             )
     return layer
+
+
+def use_cluster_layout(options: CodedOptions) -> bool:
+    """Whether a product is laid out as cluster tasks (`dask_polar.array._cluster`).
+
+    ``layout="auto"`` chooses it when the graph will run on dask.distributed (a default
+    client, or ``polar.layout: cluster`` set on a remote scheduler by
+    `dask_polar.preload`), unless the job needs its driver: an ``executor`` or ``backup``
+    copies, which a driving task submits as it goes.
+    """
+    if options.layout != "auto":
+        return options.layout == "cluster"
+    if options.executor is not None or options.backup is not None:
+        return False
+    from dask.base import get_scheduler
+
+    owner = getattr(get_scheduler(), "__self__", None)  # Client.get of a default client
+    return type(owner).__module__.split(".")[0] == "distributed"
 
 
 def _split(m: int, k: int) -> tuple[int, ...]:

@@ -1,0 +1,308 @@
+"""The cluster layout of a coded product: every step is a graph task where its data lives.
+
+On a dask.distributed cluster no task may gather the coded blocks or the results, so the
+product is laid out as ordinary graph tasks and the scheduler's data locality does the rest:
+
+* ``polar-encode-*``: the butterfly, as in the driver layout (`encode_layer`);
+* ``polar-work-<token>`` ``(j,)``: ``X_j @ B``, run where coded block ``j`` lives. Each work
+  task that finishes asks the scheduler which results are in memory (``who_has``, metadata
+  only) and, once they are decodable, sets the job's cancel flag (a ``distributed.Event``):
+  the stragglers see it between row panels and return at once, without a result;
+* ``polar-result-<token>`` ``(j, p)``: row panel ``p`` of result ``j``, cut where the result
+  lives, so each decode task receives only its panel;
+* ``polar-decode-<token>`` ``(p,)``: decodes row panel ``p`` of every data block from the
+  first decodable set of results, in the order they finished. Decoding is linear and acts on
+  rows independently, so the panels decode in parallel with one value-free schedule;
+* ``polar-part-<token>`` ``(p, i, c)`` and the output blocks ``(name, i, c)``: the rows of
+  data block ``i`` cut from each panel, then joined into ``A``'s row chunks.
+
+Early completion works through cooperative cancellation: the decode tasks depend on every
+work task, and the stragglers return within a cancel-poll of the decodable moment. A failed
+work task follows Dask's own rules (its ``retries`` annotation; a lost worker's tasks run
+again elsewhere), so a result is either right or the compute raises.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from dask.task_spec import Task, TaskRef
+
+from ..codes import ErasureCode, PolarCode
+from ..exceptions import NotDecodableError
+from ..executors import WorkOutcome
+from ..executors.cooperative import POLL_SECONDS
+from ..jobs import JobRecord, TaskRecord, notify, remember
+from . import _tasks
+
+__all__ = ["ClusterJob", "cluster_layer", "panel_bounds"]
+
+#: Target bytes of one decode panel: small enough that the panels spread over the workers,
+#: large enough that the per-task overhead (a few ms) stays small against the decode.
+DECODE_PANEL_BYTES = 16 << 20
+#: At most this many decode panels (each output block gathers one part from every panel).
+MAX_PANELS = 16
+
+
+@dataclass(frozen=True)
+class ClusterJob:
+    """What the tasks of one coded product on a cluster share (pickled into each task)."""
+
+    token: str
+    code: ErasureCode
+    coded: tuple[int, ...]  # coded indices with a work task (the others are zero blocks)
+    block_rows: int
+    columns: int
+    dtype: np.dtype
+    delays: np.ndarray | None
+    panel_rows: int | None
+
+    @property
+    def work_name(self) -> str:
+        return f"polar-work-{self.token}"
+
+    @property
+    def result_name(self) -> str:
+        return f"polar-result-{self.token}"
+
+    @property
+    def event_name(self) -> str:
+        return f"polar-cancel-{self.token}"
+
+    def record(self, started: float) -> JobRecord:
+        """The job's record as the run starting at ``started`` begins it (all tasks pending)."""
+        zero = set(range(self.code.n)) - set(self.coded)
+        return JobRecord(
+            token=self.token, code=repr(self.code), n=self.code.n, k=self.code.k,
+            backend="distributed",
+            info_set=self.code.info_set.tolist() if isinstance(self.code, PolarCode) else None,
+            started=started,
+            tasks=[TaskRecord(j, "zero" if j in zero else "pending") for j in range(self.code.n)],
+            straggler_delays=None if self.delays is None else self.delays[0].tolist(),
+        )
+
+    def arrived(self, client: Any, also: int | None = None) -> np.ndarray:
+        """Mask of the results the scheduler holds (zero blocks always count), plus ``also``."""
+        keys = [(self.work_name, j) for j in self.coded] + [
+            (self.result_name, j, 0) for j in self.coded
+        ]
+        # metadata only: which workers hold each key (Client.who_has wants futures)
+        holders = client.sync(client.scheduler.who_has, keys=keys)
+        mask = np.ones(self.code.n, dtype=bool)
+        mask[list(self.coded)] = False
+        for j in self.coded:
+            mask[j] = bool(holders.get((self.work_name, j)) or holders.get((self.result_name, j, 0)))
+        if also is not None:
+            mask[also] = True
+        return mask
+
+
+class _ClusterFlag:
+    """Work task ``j``'s view of its job's cancel flag.
+
+    The flag is a ``distributed.Event`` named by the job's token, so a later run of the same
+    graph may find it still set: a set flag counts only while the results the scheduler
+    holds, other than ``j``'s own, are decodable. That also keeps a task whose result is
+    needed (e.g. re-run after its worker died) from cancelling itself.
+    """
+
+    def __init__(self, job: ClusterJob, index: int, started: float) -> None:
+        from distributed import Event, get_client
+
+        self.job = job
+        self.index = index
+        self.started = started
+        self.client = get_client()
+        self.event = Event(job.event_name, client=self.client)
+
+    def _confirmed(self) -> bool:
+        mask = self.job.arrived(self.client)
+        mask[self.index] = False
+        return self.job.code.decodable(mask)
+
+    def is_set(self) -> bool:
+        return self.event.is_set() and self._confirmed()
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if self.event.wait(left) and self._confirmed():
+                return True
+            # set but not confirmed: the announcing task's result is not in memory yet, or
+            # the flag is left over from an earlier run; look again a poll later
+            time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        return False
+
+    def announce(self) -> None:
+        """Set the flag if the results held, with this task's own, are decodable."""
+        mask = self.job.arrived(self.client, also=self.index)
+        if self.job.code.decodable(mask) and not self.event.is_set():
+            self.event.set()
+            record = self.job.record(self.started)
+            record.decodable_at = time.time() - self.started
+            record.used = np.flatnonzero(mask).tolist()
+            record.cancelled = np.flatnonzero(~mask).tolist()
+            notify("on_decodable", record)
+
+
+def start(job: ClusterJob) -> float:
+    """The job's start (a root task, so it runs first): its time names this run for observers."""
+    started = time.time()
+    notify("on_start", job.record(started))
+    return started
+
+
+def work(
+    job: ClusterJob, started: float, index: int, block: np.ndarray, rhs: np.ndarray
+) -> WorkOutcome:
+    """Work task ``index``: ``block @ rhs``, unless the job becomes decodable first."""
+    flag = _ClusterFlag(job, index, started)
+    delay = 0.0 if job.delays is None else float(job.delays[0, index])
+    outcome = _tasks.coded_product(block, rhs, flag, delay, job.panel_rows)
+    task = TaskRecord(
+        index, "cancelled" if outcome.cancelled else "done", started=outcome.started - started,
+        finished=outcome.finished - started, attempts=1, worker=outcome.worker,
+    )
+    notify("on_result", job.record(started), task)
+    if not outcome.cancelled:
+        flag.announce()
+    return outcome
+
+
+def result_panel(
+    job: ClusterJob, started: float, index: int, outcome: WorkOutcome, lo: int, hi: int
+) -> tuple[WorkOutcome, np.ndarray | None]:
+    """Rows ``lo:hi`` of work task ``index``'s result, with its timing (no value if cancelled).
+
+    The first panel asks once more whether the job is decodable: two tasks finishing at once
+    may each have missed the other.
+    """
+    if lo == 0 and not outcome.cancelled:
+        _ClusterFlag(job, index, started).announce()
+    meta = WorkOutcome(None, outcome.started, outcome.finished, outcome.worker, outcome.cancelled)
+    return meta, None if outcome.value is None else outcome.value[lo:hi]
+
+
+def decode_panel(
+    job: ClusterJob, started: float, panel: int, *parts: tuple[WorkOutcome, np.ndarray | None]
+) -> np.ndarray:
+    """Decode one row panel of every data block from the first decodable set of results.
+
+    The results are taken in the order they finished, as the driver layout would have
+    received them; every panel sees the same outcomes and so decodes from the same set.
+    Panel 0 also records the job (`dask_polar.last_job`).
+
+    Raises
+    ------
+    NotDecodableError
+        If the results that arrived (cancelled stragglers aside) are not decodable, which
+        only happens when a used result was lost after the decodable moment.
+    """
+    outcomes = dict(zip(job.coded, (meta for meta, _ in parts)))
+    values = {j: value for j, (_, value) in zip(job.coded, parts) if value is not None}
+    zero = [j for j in range(job.code.n) if j not in outcomes]  # identically zero blocks
+    order = zero + sorted(values, key=lambda j: outcomes[j].finished)
+    try:
+        needed = job.code.min_results(order)
+    except NotDecodableError:
+        raise NotDecodableError(len(values), job.code.k, job.code.missing(order), repr(job.code)) from None
+    used = order[:needed]
+    shape = next(iter(values.values())).shape if values else (0, job.columns)
+    results = {j: values[j] if j in values else np.zeros(shape, job.dtype) for j in used}
+    decoded = job.code.decode(results)
+    if panel == 0:
+        _record(job, started, outcomes, used)
+    return decoded
+
+
+def _record(
+    job: ClusterJob, started: float, outcomes: dict[int, WorkOutcome], used: list[int]
+) -> None:
+    """The finished job's `JobRecord`, from the outcomes that reached the decode."""
+    record = job.record(started)
+    for j, outcome in outcomes.items():
+        task = record.tasks[j]
+        task.started, task.finished = outcome.started - started, outcome.finished - started
+        task.worker, task.attempts = outcome.worker, 1
+        task.status = "cancelled" if outcome.cancelled else "done"
+    record.used = sorted(used)
+    finished = [record.tasks[j].finished for j in used if record.tasks[j].finished is not None]
+    record.decodable_at = max(finished, default=0.0)
+    record.decoded_at = time.time() - started
+    record.cancelled = [t.index for t in record.tasks if t.status == "cancelled"]
+    remember(record)
+    notify("on_finish", record)
+
+
+def take_part(decoded: np.ndarray, index: int, col_start: int, col_stop: int) -> np.ndarray:
+    """Data block ``index``'s rows of one decoded panel, columns ``col_start:col_stop``."""
+    return decoded[index, :, col_start:col_stop]
+
+
+def join_parts(rows: int, *parts: np.ndarray) -> np.ndarray:
+    """An output block: its row parts from the panels, in order, cut to ``rows`` rows."""
+    joined = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+    return joined[:rows]
+
+
+def panel_bounds(block_rows: int, columns: int, k: int, itemsize: int) -> list[int]:
+    """Row bounds of the decode panels: about `DECODE_PANEL_BYTES` each, at least two."""
+    total = k * block_rows * columns * itemsize
+    count = min(block_rows, MAX_PANELS, max(2, -(-total // DECODE_PANEL_BYTES)))
+    return np.linspace(0, block_rows, count + 1).round().astype(int).tolist()
+
+
+def cluster_layer(
+    layer: dict[Any, Any],
+    coded_keys: dict[int, Any],
+    rhs_key: Any,
+    row_chunks: tuple[int, ...],
+    col_chunks: tuple[int, ...],
+    dtype: np.dtype,
+    code: ErasureCode,
+    delays: np.ndarray | None,
+    panel_rows: int | None,
+    out_name: str,
+    token: str,
+) -> dict[Any, Any]:
+    """Add the work, result, decode and output tasks of a coded product to ``layer``."""
+    block_rows = max(row_chunks)
+    columns = int(sum(col_chunks))
+    job = ClusterJob(
+        token=token, code=code, coded=tuple(sorted(coded_keys)), block_rows=block_rows,
+        columns=columns, dtype=np.dtype(dtype), delays=delays, panel_rows=panel_rows,
+    )
+    bounds = panel_bounds(block_rows, columns, code.k, job.dtype.itemsize)
+    panels = len(bounds) - 1
+    started = TaskRef(start_key := f"polar-start-{token}")
+    layer[start_key] = Task(start_key, start, job)
+    for j in job.coded:
+        key = (job.work_name, j)
+        layer[key] = Task(key, work, job, started, j, TaskRef(coded_keys[j]), TaskRef(rhs_key))
+        for p in range(panels):
+            part = (job.result_name, j, p)
+            layer[part] = Task(
+                part, result_panel, job, started, j, TaskRef(key), bounds[p], bounds[p + 1]
+            )
+    decode_name = f"polar-decode-{token}"
+    for p in range(panels):
+        parts = [TaskRef((job.result_name, j, p)) for j in job.coded]
+        layer[(decode_name, p)] = Task((decode_name, p), decode_panel, job, started, p, *parts)
+    col_bounds = np.concatenate([[0], np.cumsum(col_chunks)]).astype(int).tolist()
+    part_name = f"polar-part-{token}"
+    for i, rows in enumerate(row_chunks):
+        used_panels = [p for p in range(panels) if bounds[p] < rows]
+        for c in range(len(col_chunks)):
+            parts = []
+            for p in used_panels:
+                key = (part_name, p, i, c)
+                layer[key] = Task(
+                    key, take_part, TaskRef((decode_name, p)), i, col_bounds[c], col_bounds[c + 1]
+                )
+                parts.append(TaskRef(key))
+            out = (out_name, i, c)
+            layer[out] = Task(out, join_parts, rows, *parts)
+    return layer
