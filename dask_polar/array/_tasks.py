@@ -140,7 +140,8 @@ def run_coded_product(
         return coded_product, (coded_refs[j], rhs_ref, flag, delay, panel_rows)
 
     return run_early_completion(
-        code, backend, make_task, record=record, known=known, retries=retries, backup=backup
+        code, backend, make_task, record=record, result_shape=result_shape, dtype=dtype,
+        known=known, retries=retries, backup=backup,
     )
 
 

@@ -167,6 +167,10 @@ class _TaskGradient:
     def _known(self) -> dict[int, np.ndarray]:
         return {}
 
+    def _result_shape(self) -> tuple[int]:
+        """The shape of every task's value (float64)."""
+        raise NotImplementedError
+
     def _gradient(self, decoded: np.ndarray, call: int) -> np.ndarray:
         raise NotImplementedError
 
@@ -214,7 +218,8 @@ class _TaskGradient:
             straggler_delays=None if delays is None else delays[0].tolist(),
         )
         decoded = run_early_completion(
-            self.code, self._backend, make_task, record=record, known=self._known(),
+            self.code, self._backend, make_task, record=record,
+            result_shape=self._result_shape(), dtype=np.dtype(np.float64), known=self._known(),
             retries=self.options.retries, backup=self.options.backup,
         )
         self.evaluations += sum(
@@ -353,6 +358,9 @@ class CodedGradient(_TaskGradient):
         zero = np.zeros(self._width)
         return {int(j): zero for j in np.flatnonzero(~self._generator.any(axis=1))}
 
+    def _result_shape(self) -> tuple[int]:
+        return (self._width,)  # one derivative per row of the task's directions
+
     def _directions(self, call: int) -> Callable[[int], np.ndarray]:
         def directions(j: int) -> np.ndarray:
             # row r of task j: sum_i G[j, i] e_{starts[i] + r} (groups shorter than r skip)
@@ -468,6 +476,9 @@ class RandomSearchGradient(_TaskGradient):
 
     def _combine(self) -> bool:
         return True
+
+    def _result_shape(self) -> tuple[int]:
+        return (self.dim,)  # derivative times direction
 
     def _directions(self, call: int) -> Callable[[int], np.ndarray]:
         # one stream per estimate: re-runs of a task see the same direction

@@ -46,6 +46,8 @@ def run_early_completion(
     make_task: TaskFactory,
     *,
     record: JobRecord,
+    result_shape: tuple[int, ...],
+    dtype: np.dtype,
     known: Mapping[int, np.ndarray] | None = None,
     retries: int = 2,
     backup: float | None = None,
@@ -59,8 +61,14 @@ def run_early_completion(
     make_task : callable ``(index, attempt, flag) -> (fn, args)``
     record : JobRecord
         Filled in as the job runs (task times, used results, decodable moment, cancelled).
+    result_shape : tuple of int
+        The shape of every task's result.
+    dtype : numpy.dtype
+        The dtype of every task's result. A result of another shape or dtype (or no
+        `WorkOutcome` at all) is an erasure, like a failed task: it is never decoded.
     known : mapping of int -> array, optional
-        Results known without running a task (identically zero coded blocks).
+        Results known without running a task (identically zero coded blocks), of
+        ``result_shape`` and ``dtype``.
     retries : int
         How often a failed task is re-submitted once every outstanding task has finished
         and the results are still not decodable.
@@ -77,7 +85,14 @@ def run_early_completion(
     ------
     CodedJobError
         If the results stay undecodable after the retries; names the failed tasks.
+    ValueError
+        If a ``known`` result does not have ``result_shape`` and ``dtype``.
     """
+    result_shape, dtype = tuple(result_shape), np.dtype(dtype)
+    for j, value in (known or {}).items():
+        problem = _malformed(WorkOutcome(value, 0.0, 0.0), result_shape, dtype)
+        if problem is not None:
+            raise ValueError(f"known result of task {j}: {problem}")
     running = getattr(backend, "running", None)  # a backend's context for one job
     with running() if running is not None else contextlib.nullcontext():
         t0 = time.time()
@@ -134,10 +149,16 @@ def run_early_completion(
                     try:
                         outcome = future.result()
                     except Exception as exc:  # a failed task is an erasure
+                        error = f"{type(exc).__name__}: {exc}"
+                    else:  # so is a malformed result: decoding it would blame the others
+                        error = _malformed(outcome, result_shape, dtype)
+                        if error is not None:
+                            logger.warning("job %s: task %d: %s", record.token, j, error)
+                    if error is not None:
                         if j in pending.values():  # its other copy may still succeed
                             continue
                         task.status = "failed"
-                        task.error = f"{type(exc).__name__}: {exc}"
+                        task.error = error
                         errors[j] = task.error
                         logger.debug("job %s: task %d failed: %s", record.token, j, task.error)
                         notify("on_result", record, task)
@@ -189,3 +210,26 @@ def run_early_completion(
         remember(record)
         notify("on_finish", record)
         return result
+
+
+def _malformed(outcome: Any, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+    """Why a task's ``outcome`` is not a result of ``shape`` and ``dtype``; None if it is.
+
+    A stopped task (``cancelled``) carries no value and is not malformed.
+    """
+    if not isinstance(outcome, WorkOutcome):
+        return f"malformed result: a {type(outcome).__name__}, expected a WorkOutcome"
+    if outcome.cancelled:
+        return None
+    value = outcome.value
+    if not isinstance(value, np.ndarray):
+        return (
+            f"malformed result: a {type(value).__name__}, expected an array of shape "
+            f"{shape} and dtype {dtype}"
+        )
+    problems = []
+    if value.shape != shape:
+        problems.append(f"shape {value.shape}, expected {shape}")
+    if value.dtype != dtype:
+        problems.append(f"dtype {value.dtype}, expected {dtype}")
+    return f"malformed result: {'; '.join(problems)}" if problems else None
