@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import pickle
+import time
 
 import numpy as np
 import pytest
 
-from dask_polar import CodedJobError
+import dask_polar
+from dask_polar import CodedJobError, CodedJobTimeout
 from dask_polar.array._tasks import run_coded_product
 from dask_polar.codes import MDSCode, PolarCode, UncodedCode
 from dask_polar.executors import ExecutorBackend, WorkOutcome
@@ -62,6 +65,16 @@ class FaultyBackend(ExecutorBackend):
         super().__init__(cf.ThreadPoolExecutor(max_workers=16), name="faulty")
         self.faults = faults
         self.hanging: list[cf.Future] = []
+        self.cancelled: list[cf.Future] = []  # what the job cancelled
+        self.flag = None
+
+    def cancel_flag(self):
+        self.flag = super().cancel_flag()
+        return self.flag
+
+    def cancel(self, futures):
+        self.cancelled.extend(futures)
+        super().cancel(futures)
 
     def submit(self, fn, *args, key=None):
         _, j, attempt = key
@@ -80,14 +93,14 @@ class FaultyBackend(ExecutorBackend):
         self.executor.shutdown(wait=True)
 
 
-def run(code, faults, *, delays=None, **options):
+def run(code, faults, *, delays=None, backend=None, **options):
     """Run ``data @ rhs`` as a coded job on a `FaultyBackend`; return it and numpy's answer."""
     rng = np.random.default_rng(0)
     data = rng.standard_normal((code.k, ROWS, P))
     rhs = rng.standard_normal((P, Q))
     coded = code.encode(data)
-    backend = FaultyBackend(faults)
-    options = {"retries": 2, "backup": None, **options}
+    backend = backend or FaultyBackend(faults)
+    options = {"retries": 2, "backup": None, "timeout": None, **options}
     try:
         out = run_coded_product(
             code, backend, dict(enumerate(coded)), rhs, result_shape=(ROWS, Q),
@@ -137,3 +150,34 @@ class TestMalformedResults:
         with pytest.raises(CodedJobError, match=match) as info:
             run(MDSCode(4, 3), {(0, None): fault, (1, None): "fail"}, retries=0)
         assert sorted(info.value.failures) == [0, 1]
+
+
+class TestTimeout:
+    def test_names_the_pending_tasks_and_cancels_them(self):
+        backend = FaultyBackend({(j, None): "hang" for j in (0, 1, 2)})
+        start = time.perf_counter()
+        with pytest.raises(
+            CodedJobTimeout,
+            match=r"timed out after 0.5 s with 2 results, not decodable \(k=3\); "
+            r"3 task\(s\) still pending: \[0, 1, 2\]",
+        ) as info:
+            run(MDSCode(5, 3), {}, backend=backend, timeout=0.5)
+        assert time.perf_counter() - start < 10.0  # generous: the machine is noisy
+        error = info.value
+        assert isinstance(error, CodedJobError)
+        assert (error.pending, error.received, error.needed, error.timeout) == ((0, 1, 2), 2, 3, 0.5)
+        # everything still pending was cancelled before the exception reached the caller
+        assert backend.flag.is_set()
+        assert set(backend.hanging) <= set(backend.cancelled)
+        assert all(future.cancelled() for future in backend.hanging)
+        record = dask_polar.last_job()
+        assert record.cancelled == [0, 1, 2] and record.decoded_at is None
+
+    def test_lists_failed_tasks_too(self):
+        with pytest.raises(CodedJobTimeout, match=r"pending: \[1\]; 1 task\(s\) failed: task 0: "):
+            run(UncodedCode(2), {(0, None): "fail", (1, None): "hang"}, timeout=0.5, retries=0)
+
+    def test_pickles(self):
+        error = CodedJobTimeout("job", 1.5, [3, 1], {2: "RuntimeError: x"}, 4, 8)
+        again = pickle.loads(pickle.dumps(error))
+        assert str(again) == str(error) and again.pending == (1, 3) and again.failures == {2: "RuntimeError: x"}

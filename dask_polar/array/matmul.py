@@ -14,7 +14,7 @@ from dask.highlevelgraph import HighLevelGraph
 from dask.task_spec import List, Task, TaskRef
 
 from .. import config
-from .._validation import check_int
+from .._validation import check_int, check_positive
 from ..codes import (
     ErasureCode,
     LocalProductCode,
@@ -138,6 +138,7 @@ class CodedOptions:
     seed: int = 0
     retries: int = 2
     backup: float | None = None
+    timeout: float | None = None
     local_workers: int | None = None
     panel_rows: int | None = None
 
@@ -167,6 +168,8 @@ class CodedOptions:
             if isinstance(backup, bool) or not isinstance(backup, numbers.Real) or backup <= 1:
                 raise ValueError(f"backup must be a factor > 1 (e.g. 3.0), got {backup!r}")
             values["backup"] = float(backup)
+        if values["timeout"] is not None:
+            values["timeout"] = check_positive("timeout", values["timeout"])
         return cls(**values)
 
     def make_code(self, k: int) -> ErasureCode:
@@ -192,6 +195,7 @@ def coded_matmul(
     seed: int | None = None,
     retries: int | None = None,
     backup: float | None = None,
+    timeout: float | None = None,
     local_workers: int | None = None,
     panel_rows: int | None = None,
 ) -> da.Array:
@@ -237,6 +241,10 @@ def coded_matmul(
         Speculative backup copies (cubed's rule): once half the tasks have finished, a task
         running longer than ``backup`` times their median gets a copy; the first copy to
         finish wins. With ``code="uncoded"`` this is the backup-task baseline.
+    timeout : float, optional
+        Seconds from the coded job's start to collect a decodable set of results
+        (``polar.timeout``; default None: no limit). When it passes, the job cancels its
+        pending tasks and raises `dask_polar.CodedJobTimeout`.
     local_workers : int, optional
         Threads for a locally driven job (``polar.local-workers``; default n).
     panel_rows : int, optional
@@ -253,7 +261,12 @@ def coded_matmul(
         Non-array inputs, integer or boolean dtypes (decoding would not stay exact), a bad
         ``code`` type.
     ValueError
-        Not 2-D, mismatched inner dimensions, unknown chunk sizes, bad ``n``/``k``/``code``.
+        Not 2-D, mismatched inner dimensions, unknown chunk sizes, bad ``n``/``k``/``code``,
+        ``timeout <= 0``.
+    dask_polar.CodedJobError
+        On compute, if the coded tasks keep failing (after ``retries``) and the results
+        stay undecodable; `dask_polar.CodedJobTimeout` (a subclass) if ``timeout`` passes
+        first.
 
     Notes
     -----
@@ -272,7 +285,8 @@ def coded_matmul(
     options = CodedOptions.resolve(
         code=code, n=n, redundancy=redundancy, straggler_prob=straggler_prob,
         runtimes=runtimes, executor=executor, stragglers=stragglers, seed=seed,
-        retries=retries, backup=backup, local_workers=local_workers, panel_rows=panel_rows,
+        retries=retries, backup=backup, timeout=timeout, local_workers=local_workers,
+        panel_rows=panel_rows,
     )
     A = _as_matrix("A", A)
     B = _as_matrix("B", B)
@@ -364,7 +378,7 @@ def product_layer(
     spec = _tasks.CodedJobSpec(
         token=token, code=code, coded_keys=coded_keys, rhs_key=rhs_key,
         block_rows=block_rows, dtype=dtype, delays=delays, retries=options.retries,
-        backup=options.backup, local_workers=options.local_workers,
+        backup=options.backup, timeout=options.timeout, local_workers=options.local_workers,
         panel_rows=options.panel_rows, executor=options.executor,
     )
     decode_key = f"polar-decode-{token}"

@@ -221,6 +221,7 @@ class _TaskGradient:
             self.code, self._backend, make_task, record=record,
             result_shape=self._result_shape(), dtype=np.dtype(np.float64), known=self._known(),
             retries=self.options.retries, backup=self.options.backup,
+            timeout=self.options.timeout,
         )
         self.evaluations += sum(
             self._evaluations(task.index) for task in record.tasks if task.status == "done"
@@ -287,7 +288,7 @@ class CodedGradient(_TaskGradient):
     **options
         `dask_polar.coded_matmul` options: ``n``, ``redundancy``, ``straggler_prob``,
         ``runtimes``, ``executor``, ``stragglers``, ``seed``, ``retries``, ``backup``,
-        ``local_workers``. Straggler delays are drawn afresh for every estimate (seed
+        ``timeout`` (per estimate), ``local_workers``. Straggler delays are drawn afresh for every estimate (seed
         ``seed + estimates so far``).
 
     Attributes
@@ -429,7 +430,7 @@ class RandomSearchGradient(_TaskGradient):
         variance.
     **options
         ``executor``, ``stragglers``, ``seed`` (also seeds the directions), ``retries``,
-        ``backup``, ``local_workers``.
+        ``backup``, ``timeout`` (per estimate), ``local_workers``.
 
     References
     ----------

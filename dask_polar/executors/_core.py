@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..codes import ErasureCode
-from ..exceptions import CodedJobError
+from ..exceptions import CodedJobError, CodedJobTimeout
 from ..jobs import JobRecord, TaskRecord, notify, remember
 from .policy import backup_candidates
 
@@ -51,6 +51,7 @@ def run_early_completion(
     known: Mapping[int, np.ndarray] | None = None,
     retries: int = 2,
     backup: float | None = None,
+    timeout: float | None = None,
 ) -> np.ndarray:
     """Run the coded tasks and decode from the first decodable set of results.
 
@@ -76,6 +77,9 @@ def run_early_completion(
         Speculative backup copies: a task running longer than ``backup`` times the median
         finished task (once half have finished) gets one copy; the first to finish wins
         (see `dask_polar.executors.policy.backup_candidates`).
+    timeout : float, optional
+        Seconds from the job's start to collect a decodable set; then every pending task is
+        cancelled and `CodedJobTimeout` raised. None: wait as long as it takes.
 
     Returns
     -------
@@ -85,6 +89,8 @@ def run_early_completion(
     ------
     CodedJobError
         If the results stay undecodable after the retries; names the failed tasks.
+    CodedJobTimeout
+        If ``timeout`` passed first; names the pending and failed tasks.
     ValueError
         If a ``known`` result does not have ``result_shape`` and ``dtype``.
     """
@@ -96,6 +102,7 @@ def run_early_completion(
     running = getattr(backend, "running", None)  # a backend's context for one job
     with running() if running is not None else contextlib.nullcontext():
         t0 = time.time()
+        deadline = None if timeout is None else time.monotonic() + timeout
         record.started = t0
         tasks = {j: TaskRecord(j) for j in range(code.n)}
         record.tasks = list(tasks.values())
@@ -138,6 +145,14 @@ def run_early_completion(
                         launch(j)
                     continue
                 tick = None if backup is None else 0.01
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:  # the finally clause cancels what is still pending
+                        raise CodedJobTimeout(
+                            record.token, timeout, set(pending.values()), errors,
+                            decoder.received, code.k,
+                        )
+                    tick = left if tick is None else min(tick, left)
                 done, _ = cf.wait(pending, timeout=tick, return_when=cf.FIRST_COMPLETED)
                 arrived: dict[int, np.ndarray] = {}
                 for future in done:
