@@ -181,3 +181,23 @@ class TestTimeout:
         error = CodedJobTimeout("job", 1.5, [3, 1], {2: "RuntimeError: x"}, 4, 8)
         again = pickle.loads(pickle.dumps(error))
         assert str(again) == str(error) and again.pending == (1, 3) and again.failures == {2: "RuntimeError: x"}
+
+
+class TestRetries:
+    def test_a_failed_task_is_retried_while_another_hangs(self):
+        # without tasks 0 and 1 the results (2, 3 and the hung 4) can never decode: re-run
+        # them now, not once every task has ended (the hung one never does)
+        faults = {(4, None): "hang", (0, 0): "fail", (1, 0): "fail"}
+        start = time.perf_counter()
+        out, expected = run(MDSCode(5, 4), faults, timeout=15.0)  # the timeout only guards
+        assert time.perf_counter() - start < 10.0
+        np.testing.assert_allclose(out, expected, atol=1e-10)
+        record = dask_polar.last_job()
+        assert record.retries == 2 and record.cancelled == [4]
+        assert [record.tasks[j].attempts for j in (0, 1)] == [2, 2]
+
+    def test_no_retry_while_the_pending_tasks_can_still_decode(self):
+        out, expected = run(MDSCode(5, 4), {(0, 0): "fail"})
+        np.testing.assert_allclose(out, expected, atol=1e-10)
+        record = dask_polar.last_job()
+        assert record.retries == 0 and record.tasks[0].status == "failed"

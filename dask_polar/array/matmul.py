@@ -236,7 +236,8 @@ def coded_matmul(
         Seed of the straggler draws; with the same seed, task ``j`` gets the same delay in
         every method, so methods compare on identical draws.
     retries : int, optional
-        Re-submissions of a failed task when the rest is not decodable (``polar.retries``).
+        Re-submissions of a failed task (``polar.retries``), made as soon as the results
+        received and still pending cannot be decodable without it.
     backup : float, optional
         Speculative backup copies (cubed's rule): once half the tasks have finished, a task
         running longer than ``backup`` times their median gets a copy; the first copy to

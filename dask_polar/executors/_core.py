@@ -71,8 +71,10 @@ def run_early_completion(
         Results known without running a task (identically zero coded blocks), of
         ``result_shape`` and ``dtype``.
     retries : int
-        How often a failed task is re-submitted once every outstanding task has finished
-        and the results are still not decodable.
+        How often a failed task is re-submitted. Failed tasks are re-submitted as soon as
+        the results cannot become decodable without them: when the received and the
+        still-pending indices together are not decodable (a value-free check), so a task
+        that hangs does not hold up the retries.
     backup : float, optional
         Speculative backup copies: a task running longer than ``backup`` times the median
         finished task (once half have finished) gets one copy; the first to finish wins
@@ -127,6 +129,23 @@ def run_early_completion(
             key = (f"polar-work-{record.token}", j, task.attempts - 1)
             pending[backend.submit(fn, *args, key=key)] = j
 
+        def retry() -> bool:
+            """Re-submit the failed tasks that have retries left; False if there are none."""
+            again = [j for j in errors if tasks[j].attempts <= retries]
+            if again:
+                logger.info("job %s: retrying failed tasks %s", record.token, again)
+                record.retries += len(again)
+                for j in again:
+                    del errors[j]
+                    launch(j)
+            return bool(again)
+
+        def hopeless() -> bool:
+            """Whether the received and still-pending results together are not decodable."""
+            reachable = decoder.mask
+            reachable[list(set(pending.values()))] = True
+            return not code.decodable(reachable)
+
         for j in code.launch_order():
             if tasks[j].status != "zero":
                 launch(int(j))
@@ -134,16 +153,8 @@ def run_early_completion(
         failed = False
         try:
             while not decoder.decodable:
-                if not pending:
-                    again = [j for j in errors if tasks[j].attempts <= retries]
-                    if not again:
-                        raise CodedJobError(record.token, errors, decoder.received, code.k)
-                    logger.info("job %s: retrying failed tasks %s", record.token, again)
-                    record.retries += len(again)
-                    for j in again:
-                        del errors[j]
-                        launch(j)
-                    continue
+                if not pending and not retry():
+                    raise CodedJobError(record.token, errors, decoder.received, code.k)
                 tick = None if backup is None else 0.01
                 if deadline is not None:
                     left = deadline - time.monotonic()
@@ -155,6 +166,7 @@ def run_early_completion(
                     tick = left if tick is None else min(tick, left)
                 done, _ = cf.wait(pending, timeout=tick, return_when=cf.FIRST_COMPLETED)
                 arrived: dict[int, np.ndarray] = {}
+                lost = False  # a task failed in this burst
                 for future in done:
                     j = pending.pop(future)
                     task = tasks[j]
@@ -177,6 +189,7 @@ def run_early_completion(
                         errors[j] = task.error
                         logger.debug("job %s: task %d failed: %s", record.token, j, task.error)
                         notify("on_result", record, task)
+                        lost = True
                         continue
                     task.started = outcome.started - t0
                     task.worker = outcome.worker
@@ -190,6 +203,11 @@ def run_early_completion(
                 # one decodability check per burst of arrivals (the full-rank check costs ms)
                 if arrived and decoder.update(arrived):
                     record.decodable_at = time.time() - t0
+                # re-run failed tasks once the rest cannot decode without them, not once every
+                # task has ended: a hung task would hold the retries forever. Only a failure
+                # shrinks the reachable set, so only then is the check (a few ms) worth it.
+                if lost and not decoder.decodable and hopeless():
+                    retry()
                 if backup is not None and not decoder.decodable:
                     now = time.time() - t0
                     running = {j: first_submitted[j] for j in set(pending.values())}
