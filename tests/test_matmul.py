@@ -186,7 +186,8 @@ def test_timeout_cancels_the_job_and_names_the_pending_tasks(configured):
     options = {} if configured else {"timeout": 0.5}
     start = time.perf_counter()
     with dask.config.set({"polar.timeout": 0.5} if configured else {}), pytest.raises(
-        CodedJobTimeout, match=r"2 results, not decodable \(k=4\); 2 task\(s\) still pending: \[1, 3\]"
+        CodedJobTimeout,
+        match=r"2 results, not decodable \(k=4\); 2 task\(s\) still pending: \[1, 3\]",
     ):
         coded_matmul(A, B, code="uncoded", stragglers=delays, **options).compute()
     assert time.perf_counter() - start < 10.0  # the stragglers would take 30 s

@@ -52,8 +52,9 @@ class CodedMatrix:
     **options
         As in `coded_matmul`: ``code``, ``n``, ``redundancy``, ``straggler_prob``,
         ``runtimes``, ``executor``, ``stragglers``, ``seed``, ``retries``, ``backup``,
-        ``timeout`` (per product), ``local_workers``, ``panel_rows``. Injected straggler delays are drawn afresh for
-        every product (seed ``seed + number of products so far``).
+        ``timeout`` (per product), ``local_workers``, ``panel_rows``. Injected straggler
+        delays are drawn afresh for every product (seed ``seed + number of products so
+        far``).
 
     Attributes
     ----------

@@ -288,8 +288,8 @@ class CodedGradient(_TaskGradient):
     **options
         `dask_polar.coded_matmul` options: ``n``, ``redundancy``, ``straggler_prob``,
         ``runtimes``, ``executor``, ``stragglers``, ``seed``, ``retries``, ``backup``,
-        ``timeout`` (per estimate), ``local_workers``. Straggler delays are drawn afresh for every estimate (seed
-        ``seed + estimates so far``).
+        ``timeout`` (per estimate), ``local_workers``. Straggler delays are drawn afresh
+        for every estimate (seed ``seed + estimates so far``).
 
     Attributes
     ----------
