@@ -5,13 +5,14 @@ from __future__ import annotations
 from . import blackbox, codes, config, jobs, linear_model
 from .array import CodedMatrix, coded, coded_matmul, disable, enable, enabled, optimize
 from .diagnostics import ProgressBar
-from .exceptions import CodedJobError, NotDecodableError
+from .exceptions import CodedJobError, CodedJobTimeout, NotDecodableError
 from .jobs import JobCallback, JobRecord, last_job
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "CodedJobError",
+    "CodedJobTimeout",
     "CodedMatrix",
     "JobCallback",
     "JobRecord",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["NotDecodableError", "CodedJobError"]
+__all__ = ["NotDecodableError", "CodedJobError", "CodedJobTimeout"]
 
 
 class NotDecodableError(ValueError):
@@ -70,12 +70,77 @@ class CodedJobError(RuntimeError):
         self.failures = dict(failures)
         self.received = int(received)
         self.needed = int(needed)
-        listed = "; ".join(f"task {j}: {err}" for j, err in sorted(self.failures.items())[:10])
-        more = f" (and {len(self.failures) - 10} more)" if len(self.failures) > 10 else ""
         super().__init__(
             f"coded job {token}: {self.received} results are not decodable (k={self.needed}) "
-            f"after retries; {len(self.failures)} task(s) failed: {listed}{more}"
+            f"after retries; {self._failed()}"
         )
+
+    def _failed(self) -> str:
+        """``"<count> task(s) failed: task j: error; ..."`` (the first ten)."""
+        listed = "; ".join(f"task {j}: {err}" for j, err in sorted(self.failures.items())[:10])
+        more = f" (and {len(self.failures) - 10} more)" if len(self.failures) > 10 else ""
+        return f"{len(self.failures)} task(s) failed: {listed}{more}"
 
     def __reduce__(self):
         return (type(self), (self.token, self.failures, self.received, self.needed))
+
+
+class CodedJobTimeout(CodedJobError):
+    """A coded job did not collect a decodable set of results within its ``timeout``.
+
+    Raised after the job cancelled every task still pending.
+
+    Parameters
+    ----------
+    token : str
+        The job's name.
+    timeout : float
+        The job's time limit in seconds, measured from its start.
+    pending : sequence of int
+        Coded task indices still running (or queued) when the time ran out.
+    failures : mapping of int -> str
+        Failed coded task index -> its last error, for tasks not re-run since.
+    received : int
+        Results that did arrive.
+    needed : int
+        The code's ``k``.
+
+    Attributes
+    ----------
+    token : str
+    timeout : float
+    pending : tuple of int
+    failures : dict of int -> str
+    received, needed : int
+    """
+
+    def __init__(
+        self,
+        token: str,
+        timeout: float,
+        pending: tuple[int, ...] | list[int],
+        failures: dict[int, str],
+        received: int,
+        needed: int,
+    ) -> None:
+        self.token = token
+        self.timeout = float(timeout)
+        self.pending = tuple(sorted(int(j) for j in pending))
+        self.failures = dict(failures)
+        self.received = int(received)
+        self.needed = int(needed)
+        shown = ", ".join(map(str, self.pending[:20])) + (", ..." if len(self.pending) > 20 else "")
+        failed = f"; {self._failed()}" if self.failures else ""
+        # RuntimeError's own __init__: the message differs from CodedJobError's
+        RuntimeError.__init__(
+            self,
+            f"coded job {token}: timed out after {self.timeout:g} s with {self.received} results, "
+            f"not decodable (k={self.needed}); {len(self.pending)} task(s) still pending: "
+            f"[{shown}]{failed}",
+        )
+
+    def __reduce__(self):
+        return (
+            type(self),
+            (self.token, self.timeout, self.pending, self.failures, self.received, self.needed),
+        )

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import dask_polar
-from dask_polar import CodedJobError, coded_matmul
+from dask_polar import CodedJobError, CodedJobTimeout, coded_matmul
 from dask_polar.codes import MDSCode, PolarCode
 
 CODES = ["polar", "mds", "replication", "uncoded", "local-product"]
@@ -179,6 +179,21 @@ def test_persistent_failures_raise_naming_the_tasks():
     assert sorted(info.value.failures) == list(range(6))
 
 
+@pytest.mark.parametrize("configured", [False, True])
+def test_timeout_cancels_the_job_and_names_the_pending_tasks(configured):
+    A, B = rand((32, 4), (8, 4)), rand((4, 4), (4, 4))
+    delays = np.array([0.0, 30.0, 0.0, 30.0])  # two stragglers an uncoded job must wait for
+    options = {} if configured else {"timeout": 0.5}
+    start = time.perf_counter()
+    with dask.config.set({"polar.timeout": 0.5} if configured else {}), pytest.raises(
+        CodedJobTimeout,
+        match=r"2 results, not decodable \(k=4\); 2 task\(s\) still pending: \[1, 3\]",
+    ):
+        coded_matmul(A, B, code="uncoded", stragglers=delays, **options).compute()
+    assert time.perf_counter() - start < 10.0  # the stragglers would take 30 s
+    assert dask_polar.last_job().cancelled == [1, 3]
+
+
 class TestBadInput:
     @pytest.mark.parametrize(
         "a, b, kwargs, error, match",
@@ -196,6 +211,8 @@ class TestBadInput:
             (np.ones((4, 4)), np.ones((4, 2)), {"code": "mds", "straggler_prob": 0.1}, ValueError, "polar codes only"),
             (np.ones((4, 4)), np.ones((4, 2)), {"stragglers": [1.0]}, ValueError, "stragglers must be"),
             ("abc", np.ones((4, 2)), {}, TypeError, "A must"),
+            (np.ones((4, 4)), np.ones((4, 2)), {"timeout": 0}, ValueError, "timeout must be > 0"),
+            (np.ones((4, 4)), np.ones((4, 2)), {"timeout": "1"}, TypeError, "timeout must be a real"),
         ],
     )
     def test_rejected_before_any_work(self, a, b, kwargs, error, match):

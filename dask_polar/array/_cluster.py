@@ -32,7 +32,7 @@ import numpy as np
 from dask.task_spec import Task, TaskRef
 
 from ..codes import ErasureCode, PolarCode
-from ..exceptions import NotDecodableError
+from ..exceptions import CodedJobTimeout, NotDecodableError
 from ..executors import WorkOutcome
 from ..executors.cooperative import POLL_SECONDS
 from ..jobs import JobRecord, TaskRecord, notify, remember
@@ -59,6 +59,7 @@ class ClusterJob:
     dtype: np.dtype
     delays: np.ndarray | None
     panel_rows: int | None
+    timeout: float | None = None
 
     @property
     def work_name(self) -> str:
@@ -118,23 +119,33 @@ class _ClusterFlag:
         self.client = get_client()
         self.event = Event(job.event_name, client=self.client)
 
+    def expired(self) -> bool:
+        """Whether the job's ``timeout`` has passed (its tasks then stop, undecoded)."""
+        return self.job.timeout is not None and time.time() - self.started >= self.job.timeout
+
+    def _left(self, timeout: float) -> float:
+        """``timeout``, cut to what is left of the job's ``timeout``."""
+        if self.job.timeout is None:
+            return timeout
+        return min(timeout, max(0.0, self.started + self.job.timeout - time.time()))
+
     def _confirmed(self) -> bool:
         mask = self.job.arrived(self.client)
         mask[self.index] = False
         return self.job.code.decodable(mask)
 
     def is_set(self) -> bool:
-        return self.event.is_set() and self._confirmed()
+        return self.expired() or (self.event.is_set() and self._confirmed())
 
     def wait(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + self._left(timeout)
         while (left := deadline - time.monotonic()) > 0:
             if self.event.wait(left) and self._confirmed():
                 return True
             # set but not confirmed: the announcing task's result is not in memory yet, or
             # the flag is left over from an earlier run; look again a poll later
             time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
-        return False
+        return self.expired()
 
     def announce(self) -> None:
         """Set the flag if the results held, with this task's own, are decodable."""
@@ -197,6 +208,8 @@ def decode_panel(
 
     Raises
     ------
+    CodedJobTimeout
+        If the job's ``timeout`` stopped its tasks before the results were decodable.
     NotDecodableError
         If the results that arrived (cancelled stragglers aside) are not decodable, which
         only happens when a used result was lost after the decodable moment.
@@ -208,6 +221,9 @@ def decode_panel(
     try:
         needed = job.code.min_results(order)
     except NotDecodableError:
+        stopped = [j for j, o in outcomes.items() if o.cancelled]
+        if job.timeout is not None and stopped:
+            raise CodedJobTimeout(job.token, job.timeout, stopped, {}, len(values), job.code.k) from None
         raise NotDecodableError(len(values), job.code.k, job.code.missing(order), repr(job.code)) from None
     used = order[:needed]
     shape = next(iter(values.values())).shape if values else (0, job.columns)
@@ -265,6 +281,7 @@ def cluster_layer(
     code: ErasureCode,
     delays: np.ndarray | None,
     panel_rows: int | None,
+    timeout: float | None,
     out_name: str,
     token: str,
 ) -> dict[Any, Any]:
@@ -274,6 +291,7 @@ def cluster_layer(
     job = ClusterJob(
         token=token, code=code, coded=tuple(sorted(coded_keys)), block_rows=block_rows,
         columns=columns, dtype=np.dtype(dtype), delays=delays, panel_rows=panel_rows,
+        timeout=timeout,
     )
     bounds = panel_bounds(block_rows, columns, code.k, job.dtype.itemsize)
     panels = len(bounds) - 1

@@ -76,6 +76,7 @@ class CodedJobSpec:
     delays: np.ndarray | None  # injected straggler delays: first attempts, re-runs (2, n)
     retries: int
     backup: float | None
+    timeout: float | None
     local_workers: int | None
     panel_rows: int | None
     executor: Any = None
@@ -99,6 +100,7 @@ def drive(spec: CodedJobSpec, b: np.ndarray, *coded: np.ndarray) -> np.ndarray:
             delays=spec.delays,
             retries=spec.retries,
             backup=spec.backup,
+            timeout=spec.timeout,
             panel_rows=spec.panel_rows,
         )
 
@@ -115,6 +117,7 @@ def run_coded_product(
     delays: np.ndarray | None,
     retries: int,
     backup: float | None,
+    timeout: float | None,
     panel_rows: int | None,
 ) -> np.ndarray:
     """Run ``X_j @ B`` for the coded blocks in ``coded_refs`` and decode early.
@@ -140,7 +143,8 @@ def run_coded_product(
         return coded_product, (coded_refs[j], rhs_ref, flag, delay, panel_rows)
 
     return run_early_completion(
-        code, backend, make_task, record=record, known=known, retries=retries, backup=backup
+        code, backend, make_task, record=record, result_shape=result_shape, dtype=dtype,
+        known=known, retries=retries, backup=backup, timeout=timeout,
     )
 
 

@@ -52,8 +52,9 @@ class CodedMatrix:
     **options
         As in `coded_matmul`: ``code``, ``n``, ``redundancy``, ``straggler_prob``,
         ``runtimes``, ``executor``, ``stragglers``, ``seed``, ``retries``, ``backup``,
-        ``local_workers``, ``panel_rows``. Injected straggler delays are drawn afresh for
-        every product (seed ``seed + number of products so far``).
+        ``timeout`` (per product), ``local_workers``, ``panel_rows``. Injected straggler
+        delays are drawn afresh for every product (seed ``seed + number of products so
+        far``).
 
     Attributes
     ----------
@@ -155,6 +156,7 @@ class CodedMatrix:
             delays=delays,
             retries=self.options.retries,
             backup=self.options.backup,
+            timeout=self.options.timeout,
             panel_rows=self.options.panel_rows,
         )
         out = np.concatenate([decoded[i, :rows] for i, rows in enumerate(self._row_chunks)])

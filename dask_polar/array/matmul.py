@@ -14,7 +14,7 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.task_spec import List, Task, TaskRef
 
 from .. import config
-from .._validation import check_int
+from .._validation import check_int, check_positive
 from ..codes import (
     ErasureCode,
     LocalProductCode,
@@ -140,6 +140,7 @@ class CodedOptions:
     seed: int = 0
     retries: int = 2
     backup: float | None = None
+    timeout: float | None = None
     local_workers: int | None = None
     panel_rows: int | None = None
     layout: str = "auto"
@@ -172,6 +173,8 @@ class CodedOptions:
             if isinstance(backup, bool) or not isinstance(backup, numbers.Real) or backup <= 1:
                 raise ValueError(f"backup must be a factor > 1 (e.g. 3.0), got {backup!r}")
             values["backup"] = float(backup)
+        if values["timeout"] is not None:
+            values["timeout"] = check_positive("timeout", values["timeout"])
         return cls(**values)
 
     def make_code(self, k: int) -> ErasureCode:
@@ -197,6 +200,7 @@ def coded_matmul(
     seed: int | None = None,
     retries: int | None = None,
     backup: float | None = None,
+    timeout: float | None = None,
     local_workers: int | None = None,
     panel_rows: int | None = None,
     layout: str | None = None,
@@ -238,11 +242,16 @@ def coded_matmul(
         Seed of the straggler draws; with the same seed, task ``j`` gets the same delay in
         every method, so methods compare on identical draws.
     retries : int, optional
-        Re-submissions of a failed task when the rest is not decodable (``polar.retries``).
+        Re-submissions of a failed task (``polar.retries``), made as soon as the results
+        received and still pending cannot be decodable without it.
     backup : float, optional
         Speculative backup copies (cubed's rule): once half the tasks have finished, a task
         running longer than ``backup`` times their median gets a copy; the first copy to
         finish wins. With ``code="uncoded"`` this is the backup-task baseline.
+    timeout : float, optional
+        Seconds from the coded job's start to collect a decodable set of results
+        (``polar.timeout``; default None: no limit). When it passes, the job cancels its
+        pending tasks and raises `dask_polar.CodedJobTimeout`.
     local_workers : int, optional
         Threads for a locally driven job (``polar.local-workers``; default n).
     panel_rows : int, optional
@@ -266,7 +275,12 @@ def coded_matmul(
         Non-array inputs, integer or boolean dtypes (decoding would not stay exact), a bad
         ``code`` type.
     ValueError
-        Not 2-D, mismatched inner dimensions, unknown chunk sizes, bad ``n``/``k``/``code``.
+        Not 2-D, mismatched inner dimensions, unknown chunk sizes, bad ``n``/``k``/``code``,
+        ``timeout <= 0``.
+    dask_polar.CodedJobError
+        On compute, if the coded tasks keep failing (after ``retries``) and the results
+        stay undecodable; `dask_polar.CodedJobTimeout` (a subclass) if ``timeout`` passes
+        first.
 
     Notes
     -----
@@ -285,8 +299,8 @@ def coded_matmul(
     options = CodedOptions.resolve(
         code=code, n=n, redundancy=redundancy, straggler_prob=straggler_prob,
         runtimes=runtimes, executor=executor, stragglers=stragglers, seed=seed,
-        retries=retries, backup=backup, local_workers=local_workers, panel_rows=panel_rows,
-        layout=layout,
+        retries=retries, backup=backup, timeout=timeout, local_workers=local_workers,
+        panel_rows=panel_rows, layout=layout,
     )
     A = _as_matrix("A", A)
     B = _as_matrix("B", B)
@@ -380,12 +394,12 @@ def product_layer(
     if use_cluster_layout(options):
         return cluster_layer(
             layer, coded_keys, rhs_key, row_chunks, col_chunks, dtype, code, delays,
-            options.panel_rows, out_name, token,
+            options.panel_rows, options.timeout, out_name, token,
         )
     spec = _tasks.CodedJobSpec(
         token=token, code=code, coded_keys=coded_keys, rhs_key=rhs_key,
         block_rows=block_rows, dtype=dtype, delays=delays, retries=options.retries,
-        backup=options.backup, local_workers=options.local_workers,
+        backup=options.backup, timeout=options.timeout, local_workers=options.local_workers,
         panel_rows=options.panel_rows, executor=options.executor,
     )
     decode_key = f"polar-decode-{token}"

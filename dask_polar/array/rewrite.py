@@ -208,8 +208,8 @@ def enable(**options: Any) -> None:
     ----------
     **options
         Any of `coded_matmul`'s options (``code``, ``redundancy``, ``straggler_prob``,
-        ``runtimes``, ``stragglers``, ``seed``, ``retries``, ``backup``, ``executor``,
-        ``local_workers``, ``panel_rows``) and ``min_size``: products with
+        ``runtimes``, ``stragglers``, ``seed``, ``retries``, ``backup``, ``timeout``,
+        ``executor``, ``local_workers``, ``panel_rows``) and ``min_size``: products with
         ``m * p * q`` below it stay as they are (``polar.min-size``, default 1e6). They are
         stored in Dask's config under ``polar.*``.
 

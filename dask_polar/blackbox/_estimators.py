@@ -167,6 +167,10 @@ class _TaskGradient:
     def _known(self) -> dict[int, np.ndarray]:
         return {}
 
+    def _result_shape(self) -> tuple[int]:
+        """The shape of every task's value (float64)."""
+        raise NotImplementedError
+
     def _gradient(self, decoded: np.ndarray, call: int) -> np.ndarray:
         raise NotImplementedError
 
@@ -214,8 +218,10 @@ class _TaskGradient:
             straggler_delays=None if delays is None else delays[0].tolist(),
         )
         decoded = run_early_completion(
-            self.code, self._backend, make_task, record=record, known=self._known(),
+            self.code, self._backend, make_task, record=record,
+            result_shape=self._result_shape(), dtype=np.dtype(np.float64), known=self._known(),
             retries=self.options.retries, backup=self.options.backup,
+            timeout=self.options.timeout,
         )
         self.evaluations += sum(
             self._evaluations(task.index) for task in record.tasks if task.status == "done"
@@ -282,8 +288,8 @@ class CodedGradient(_TaskGradient):
     **options
         `dask_polar.coded_matmul` options: ``n``, ``redundancy``, ``straggler_prob``,
         ``runtimes``, ``executor``, ``stragglers``, ``seed``, ``retries``, ``backup``,
-        ``local_workers``. Straggler delays are drawn afresh for every estimate (seed
-        ``seed + estimates so far``).
+        ``timeout`` (per estimate), ``local_workers``. Straggler delays are drawn afresh
+        for every estimate (seed ``seed + estimates so far``).
 
     Attributes
     ----------
@@ -353,6 +359,9 @@ class CodedGradient(_TaskGradient):
         zero = np.zeros(self._width)
         return {int(j): zero for j in np.flatnonzero(~self._generator.any(axis=1))}
 
+    def _result_shape(self) -> tuple[int]:
+        return (self._width,)  # one derivative per row of the task's directions
+
     def _directions(self, call: int) -> Callable[[int], np.ndarray]:
         def directions(j: int) -> np.ndarray:
             # row r of task j: sum_i G[j, i] e_{starts[i] + r} (groups shorter than r skip)
@@ -421,7 +430,7 @@ class RandomSearchGradient(_TaskGradient):
         variance.
     **options
         ``executor``, ``stragglers``, ``seed`` (also seeds the directions), ``retries``,
-        ``backup``, ``local_workers``.
+        ``backup``, ``timeout`` (per estimate), ``local_workers``.
 
     References
     ----------
@@ -468,6 +477,9 @@ class RandomSearchGradient(_TaskGradient):
 
     def _combine(self) -> bool:
         return True
+
+    def _result_shape(self) -> tuple[int]:
+        return (self.dim,)  # derivative times direction
 
     def _directions(self, call: int) -> Callable[[int], np.ndarray]:
         # one stream per estimate: re-runs of a task see the same direction

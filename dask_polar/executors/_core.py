@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..codes import ErasureCode
-from ..exceptions import CodedJobError
+from ..exceptions import CodedJobError, CodedJobTimeout
 from ..jobs import JobRecord, TaskRecord, notify, remember
 from .policy import backup_candidates
 
@@ -46,9 +46,12 @@ def run_early_completion(
     make_task: TaskFactory,
     *,
     record: JobRecord,
+    result_shape: tuple[int, ...],
+    dtype: np.dtype,
     known: Mapping[int, np.ndarray] | None = None,
     retries: int = 2,
     backup: float | None = None,
+    timeout: float | None = None,
 ) -> np.ndarray:
     """Run the coded tasks and decode from the first decodable set of results.
 
@@ -59,15 +62,26 @@ def run_early_completion(
     make_task : callable ``(index, attempt, flag) -> (fn, args)``
     record : JobRecord
         Filled in as the job runs (task times, used results, decodable moment, cancelled).
+    result_shape : tuple of int
+        The shape of every task's result.
+    dtype : numpy.dtype
+        The dtype of every task's result. A result of another shape or dtype (or no
+        `WorkOutcome` at all) is an erasure, like a failed task: it is never decoded.
     known : mapping of int -> array, optional
-        Results known without running a task (identically zero coded blocks).
+        Results known without running a task (identically zero coded blocks), of
+        ``result_shape`` and ``dtype``.
     retries : int
-        How often a failed task is re-submitted once every outstanding task has finished
-        and the results are still not decodable.
+        How often a failed task is re-submitted. Failed tasks are re-submitted as soon as
+        the results cannot become decodable without them: when the received and the
+        still-pending indices together are not decodable (a value-free check), so a task
+        that hangs does not hold up the retries.
     backup : float, optional
         Speculative backup copies: a task running longer than ``backup`` times the median
         finished task (once half have finished) gets one copy; the first to finish wins
         (see `dask_polar.executors.policy.backup_candidates`).
+    timeout : float, optional
+        Seconds from the job's start to collect a decodable set; then every pending task is
+        cancelled and `CodedJobTimeout` raised. None: wait as long as it takes.
 
     Returns
     -------
@@ -77,10 +91,20 @@ def run_early_completion(
     ------
     CodedJobError
         If the results stay undecodable after the retries; names the failed tasks.
+    CodedJobTimeout
+        If ``timeout`` passed first; names the pending and failed tasks.
+    ValueError
+        If a ``known`` result does not have ``result_shape`` and ``dtype``.
     """
+    result_shape, dtype = tuple(result_shape), np.dtype(dtype)
+    for j, value in (known or {}).items():
+        problem = _malformed(WorkOutcome(value, 0.0, 0.0), result_shape, dtype)
+        if problem is not None:
+            raise ValueError(f"known result of task {j}: {problem}")
     running = getattr(backend, "running", None)  # a backend's context for one job
     with running() if running is not None else contextlib.nullcontext():
         t0 = time.time()
+        deadline = None if timeout is None else time.monotonic() + timeout
         record.started = t0
         tasks = {j: TaskRecord(j) for j in range(code.n)}
         record.tasks = list(tasks.values())
@@ -105,6 +129,23 @@ def run_early_completion(
             key = (f"polar-work-{record.token}", j, task.attempts - 1)
             pending[backend.submit(fn, *args, key=key)] = j
 
+        def retry() -> bool:
+            """Re-submit the failed tasks that have retries left; False if there are none."""
+            again = [j for j in errors if tasks[j].attempts <= retries]
+            if again:
+                logger.info("job %s: retrying failed tasks %s", record.token, again)
+                record.retries += len(again)
+                for j in again:
+                    del errors[j]
+                    launch(j)
+            return bool(again)
+
+        def hopeless() -> bool:
+            """Whether the received and still-pending results together are not decodable."""
+            reachable = decoder.mask
+            reachable[list(set(pending.values()))] = True
+            return not code.decodable(reachable)
+
         for j in code.launch_order():
             if tasks[j].status != "zero":
                 launch(int(j))
@@ -112,19 +153,20 @@ def run_early_completion(
         failed = False
         try:
             while not decoder.decodable:
-                if not pending:
-                    again = [j for j in errors if tasks[j].attempts <= retries]
-                    if not again:
-                        raise CodedJobError(record.token, errors, decoder.received, code.k)
-                    logger.info("job %s: retrying failed tasks %s", record.token, again)
-                    record.retries += len(again)
-                    for j in again:
-                        del errors[j]
-                        launch(j)
-                    continue
+                if not pending and not retry():
+                    raise CodedJobError(record.token, errors, decoder.received, code.k)
                 tick = None if backup is None else 0.01
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:  # the finally clause cancels what is still pending
+                        raise CodedJobTimeout(
+                            record.token, timeout, set(pending.values()), errors,
+                            decoder.received, code.k,
+                        )
+                    tick = left if tick is None else min(tick, left)
                 done, _ = cf.wait(pending, timeout=tick, return_when=cf.FIRST_COMPLETED)
                 arrived: dict[int, np.ndarray] = {}
+                lost = False  # a task failed in this burst
                 for future in done:
                     j = pending.pop(future)
                     task = tasks[j]
@@ -134,13 +176,20 @@ def run_early_completion(
                     try:
                         outcome = future.result()
                     except Exception as exc:  # a failed task is an erasure
+                        error = f"{type(exc).__name__}: {exc}"
+                    else:  # so is a malformed result: decoding it would blame the others
+                        error = _malformed(outcome, result_shape, dtype)
+                        if error is not None:
+                            logger.warning("job %s: task %d: %s", record.token, j, error)
+                    if error is not None:
                         if j in pending.values():  # its other copy may still succeed
                             continue
                         task.status = "failed"
-                        task.error = f"{type(exc).__name__}: {exc}"
+                        task.error = error
                         errors[j] = task.error
                         logger.debug("job %s: task %d failed: %s", record.token, j, task.error)
                         notify("on_result", record, task)
+                        lost = True
                         continue
                     task.started = outcome.started - t0
                     task.worker = outcome.worker
@@ -154,6 +203,11 @@ def run_early_completion(
                 # one decodability check per burst of arrivals (the full-rank check costs ms)
                 if arrived and decoder.update(arrived):
                     record.decodable_at = time.time() - t0
+                # re-run failed tasks once the rest cannot decode without them, not once every
+                # task has ended: a hung task would hold the retries forever. Only a failure
+                # shrinks the reachable set, so only then is the check (a few ms) worth it.
+                if lost and not decoder.decodable and hopeless():
+                    retry()
                 if backup is not None and not decoder.decodable:
                     now = time.time() - t0
                     running = {j: first_submitted[j] for j in set(pending.values())}
@@ -189,3 +243,26 @@ def run_early_completion(
         remember(record)
         notify("on_finish", record)
         return result
+
+
+def _malformed(outcome: Any, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+    """Why a task's ``outcome`` is not a result of ``shape`` and ``dtype``; None if it is.
+
+    A stopped task (``cancelled``) carries no value and is not malformed.
+    """
+    if not isinstance(outcome, WorkOutcome):
+        return f"malformed result: a {type(outcome).__name__}, expected a WorkOutcome"
+    if outcome.cancelled:
+        return None
+    value = outcome.value
+    if not isinstance(value, np.ndarray):
+        return (
+            f"malformed result: a {type(value).__name__}, expected an array of shape "
+            f"{shape} and dtype {dtype}"
+        )
+    problems = []
+    if value.shape != shape:
+        problems.append(f"shape {value.shape}, expected {shape}")
+    if value.dtype != dtype:
+        problems.append(f"dtype {value.dtype}, expected {dtype}")
+    return f"malformed result: {'; '.join(problems)}" if problems else None
