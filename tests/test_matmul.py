@@ -54,6 +54,11 @@ def test_matches_numpy(code, scheduler, a_shape, a_chunks, b_shape, b_chunks, k)
         (np.float64, np.float32, 1e-9),
         (np.complex128, np.float64, 1e-9),
         (np.complex64, np.complex64, 1e-4),
+        # A's blocks are encoded in the product's dtype, not rounded to A's
+        (np.float32, np.float64, 1e-9),
+        (np.complex64, np.float64, 1e-9),
+        (np.float32, np.complex128, 1e-9),
+        (np.float16, np.float32, 1e-4),
     ],
 )
 def test_dtypes(dtype_a, dtype_b, rtol):

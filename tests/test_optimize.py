@@ -177,3 +177,44 @@ def test_on_a_local_cluster():
             client.compute(x).result(), A.compute() @ B.compute() @ S[:10, :10].compute()
         )
         assert dask_polar.last_job(client).backend == "distributed"
+
+
+DTYPES = [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+          np.uint64, np.float16, np.float32, np.float64, np.complex64, np.complex128]
+# tolerance by the product's dtype: its rounding, amplified a little by encode and decode
+RTOL = {"f": {2: 5e-2, 4: 1e-4, 8: 1e-9}, "c": {8: 1e-4, 16: 1e-9}}
+
+
+def typed(shape, chunks, dtype, seed):
+    """Values every dtype holds, large enough that integer sums in A's dtype would wrap."""
+    gen = np.random.default_rng(seed)
+    kind = np.dtype(dtype).kind
+    if kind == "b":
+        x = gen.random(shape) < 0.5
+    elif kind in "iu":
+        x = gen.integers(0 if kind == "u" else -60, 100, shape)
+    else:
+        x = gen.standard_normal(shape) * 4
+    return da.from_array(x.astype(dtype), chunks=chunks)
+
+
+@pytest.mark.parametrize("dtype_b", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("dtype_a", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_every_dtype_pair_gives_numpys_product(dtype_a, dtype_b):
+    # A's blocks are encoded in the product's dtype: adding bool blocks is an OR, adding
+    # int8 blocks wraps, adding float32 blocks rounds a float64 product
+    x, y = typed((64, 6), (8, 3), dtype_a, 1), typed((6, 5), (3, 5), dtype_b, 2)
+    product = x @ y
+    plain = product.compute(scheduler="sync")
+    with dask_polar.coded(min_size=0):
+        coded = any(p.startswith("polar-decode") for p in prefixes(product))
+        out = product.compute(scheduler="sync")
+    if not coded:  # integer products stay Dask's, which differs from numpy's on its own
+        assert product.dtype.kind in "biu"
+        assert out.dtype == plain.dtype
+        np.testing.assert_array_equal(out, plain)
+        return
+    expected = x.compute() @ y.compute()
+    assert out.dtype == expected.dtype and out.shape == expected.shape
+    rtol = RTOL[expected.dtype.kind][expected.dtype.itemsize]
+    np.testing.assert_allclose(out, expected, rtol=rtol, atol=rtol * np.abs(expected).max())

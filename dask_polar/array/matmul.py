@@ -205,7 +205,8 @@ def coded_matmul(
     Parameters
     ----------
     A : dask array, numpy array or array-like, shape (m, p)
-        Floating or complex. Its row chunks are the data blocks.
+        Floating or complex. Its row chunks are the data blocks, encoded in the product's
+        dtype (cast first when ``A``'s dtype is narrower).
     B : dask array, numpy array or array-like, shape (p, q)
     code : str or ErasureCode
         ``"polar"`` (default, from ``polar.code``), ``"mds"``, ``"replication"``,
@@ -301,6 +302,7 @@ def coded_matmul(
         [[(A2.name, i, 0)] for i in range(len(row_chunks))],
         [[(B2.name, 0, c) for c in range(B2.numblocks[1])]],
         row_chunks, B2.chunks[1], dtype, the_code, delays, options, out_name, token,
+        a_dtype=A.dtype,
     )
     graph = HighLevelGraph.from_collections(out_name, layer, dependencies=[A2, B2])
     result = da.Array(graph, out_name, chunks=(row_chunks, B2.chunks[1]), dtype=dtype)
@@ -310,13 +312,21 @@ def coded_matmul(
 
 
 def encode_layer(
-    a_keys: list[list[Any]], row_chunks: tuple[int, ...], code: ErasureCode, token: str
+    a_keys: list[list[Any]],
+    row_chunks: tuple[int, ...],
+    code: ErasureCode,
+    token: str,
+    *,
+    dtype: np.dtype | None = None,
 ) -> tuple[dict[Any, Task], dict[int, Any]]:
     """Tasks that encode ``A``'s row blocks; returns them and coded index -> block key.
 
     ``a_keys[i][j]`` is the key of ``A``'s block ``(i, j)``; a row block chunked along the
     inner axis is concatenated first, and shorter blocks are padded with zero rows so that
-    all coded blocks share one shape. Identically zero coded blocks have no key.
+    all coded blocks share one shape. With ``dtype`` (the product's dtype, when ``A``'s
+    differs or is unknown) the blocks are cast to it before encoding: the butterfly's sums
+    must be taken in the product's dtype (summing bool blocks is an OR, integer blocks
+    wrap, float32 blocks round a float64 product). Identically zero coded blocks have no key.
     """
     layer: dict[Any, Task] = {}
     block_rows = max(row_chunks)
@@ -325,10 +335,14 @@ def encode_layer(
         key = row[0]
         if len(row) > 1:  # A chunked along the inner axis: one row block is their concatenation
             key = (f"polar-rows-{token}", i)
-            layer[key] = Task(key, np.concatenate, List(*map(TaskRef, row)), axis=1)
+            layer[key] = Task(key, np.concatenate, List(*map(TaskRef, row)), axis=1, dtype=dtype)
+        elif dtype is not None and rows == block_rows:
+            cast = (f"polar-cast-{token}", i)
+            layer[cast] = Task(cast, _tasks.pad_rows, TaskRef(key), block_rows, dtype)
+            key = cast
         if rows != block_rows:
             pad = (f"polar-pad-{token}", i)
-            layer[pad] = Task(pad, _tasks.pad_rows, TaskRef(key), block_rows)
+            layer[pad] = Task(pad, _tasks.pad_rows, TaskRef(key), block_rows, dtype)
             key = pad
         data_keys.append(key)
     coded_keys = _encode_graph(code, data_keys, f"polar-encode-{token}", layer)
@@ -346,13 +360,18 @@ def product_layer(
     options: CodedOptions,
     out_name: str,
     token: str,
+    *,
+    a_dtype: np.dtype | None,
 ) -> dict[Any, Task]:
     """The tasks of a coded product whose output blocks are ``(out_name, i, c)``.
 
     ``a_keys[i][j]`` and ``b_keys[j][c]`` are the keys of ``A``'s and ``B``'s blocks (row,
-    inner and column block indices); ``A``'s row blocks are the ``k`` data blocks.
+    inner and column block indices); ``A``'s row blocks are the ``k`` data blocks. ``dtype``
+    is the product's; ``a_dtype`` is ``A``'s (None if unknown): when they differ, ``A``'s
+    blocks are cast to ``dtype`` before encoding.
     """
-    layer, coded_keys = encode_layer(a_keys, row_chunks, code, token)
+    cast = None if a_dtype is not None and np.dtype(a_dtype) == dtype else dtype
+    layer, coded_keys = encode_layer(a_keys, row_chunks, code, token, dtype=cast)
     block_rows = max(row_chunks)
 
     rhs_key: Any = b_keys[0][0]
