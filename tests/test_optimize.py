@@ -218,3 +218,35 @@ def test_every_dtype_pair_gives_numpys_product(dtype_a, dtype_b):
     assert out.dtype == expected.dtype and out.shape == expected.shape
     rtol = RTOL[expected.dtype.kind][expected.dtype.itemsize]
     np.testing.assert_allclose(out, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+
+
+ANNOTATIONS = {"retries": 3, "priority": 7, "resources": {"polar-slot": 1}}
+# Dask's low-level fusion (on by default) drops every layer's annotations, coded or not
+NO_FUSION = {"optimization.fuse.active": False}
+
+
+def test_annotations_reach_the_coded_layer():
+    with dask.annotate(**ANNOTATIONS):
+        x = A @ B
+    graph, keys = x.__dask_graph__(), x.__dask_keys__()
+    with dask_polar.coded(min_size=0), dask.config.set(NO_FUSION):
+        opt = optimize(graph, keys)
+    (layer,) = [layer for layer in opt.layers.values() if keys[0][0] in layer]  # culled: renamed
+    assert any(dask.utils.key_split(key) == "polar-decode" for key in layer)
+    assert layer.annotations == ANNOTATIONS
+
+
+def test_annotations_reach_the_scheduler():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=4, processes=False, dashboard_address="127.0.0.1:0"
+    ) as cluster, distributed.Client(cluster) as client, dask_polar.coded(min_size=0), \
+            dask.config.set(NO_FUSION):
+        with dask.annotate(retries=3, priority=7):
+            x = A @ B
+        persisted = client.persist(x)  # the output keys stay on the scheduler
+        np.testing.assert_allclose(persisted.compute(), A.compute() @ B.compute())
+        assert dask_polar.last_job(client) is not None  # it was coded
+        state = cluster.scheduler.tasks[x.__dask_keys__()[0][0]]
+        assert state.annotations == {"retries": 3, "priority": 7}
+        assert state.retries == 3

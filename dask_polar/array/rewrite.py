@@ -94,7 +94,9 @@ def _rewrite(hlg: HighLevelGraph, keys: Any) -> HighLevelGraph:
         out_name = chain[-1]
         # A's dtype, when its layer records it: otherwise its blocks are cast to be sure
         a_dtype = (hlg.layers[a_name].collection_annotations or {}).get("dtype")
-        new_layer = _coded_layer(layer, a_name, b_name, out_ann, out_name, a_dtype)
+        # dask.annotate(retries=, priority=, resources=) around the product: keep them
+        annotations = layer.annotations or hlg.layers[out_name].annotations
+        new_layer = _coded_layer(layer, a_name, b_name, out_ann, out_name, a_dtype, annotations)
         if new_layer is None:
             continue
         for removed in [name, *chain[:-1]]:
@@ -184,6 +186,7 @@ def _promoted_from_1d(name: str, hlg: HighLevelGraph) -> bool:
 def _coded_layer(
     layer: Blockwise, a_name: str, b_name: str, out_ann: dict, out_name: str,
     a_dtype: Any = None,
+    annotations: Mapping[str, Any] | None = None,
 ) -> MaterializedLayer | None:
     options = CodedOptions.resolve()
     row_chunks, col_chunks = out_ann["chunks"]
@@ -199,7 +202,7 @@ def _coded_layer(
         code, delays, options, out_name, token,
         a_dtype=a_dtype,
     )
-    return MaterializedLayer(tasks, collection_annotations=out_ann)
+    return MaterializedLayer(tasks, annotations=annotations, collection_annotations=out_ann)
 
 
 _PREVIOUS: list[Any] = []
