@@ -207,6 +207,23 @@ class TestBadInput:
         with pytest.raises(error, match=match):
             coded_matmul(a, b, **kwargs)
 
+    @pytest.mark.parametrize(
+        "make, chunk_type",
+        [
+            # a coded product would silently drop the mask (numpy's and Dask's @ raise)
+            (lambda x: np.ma.masked_array(x, mask=x > 1.5), "numpy.ma.MaskedArray"),
+            (lambda x: da.ma.masked_greater(da.from_array(x, chunks=2), 1.5), "numpy.ma.MaskedArray"),
+            (lambda x: pytest.importorskip("scipy.sparse").csr_matrix(x), "csr_matrix"),
+            (lambda x: da.from_array(pytest.importorskip("scipy.sparse").csr_array(x)), "csr_array"),
+        ],
+    )
+    @pytest.mark.parametrize("position", ["A", "B"])
+    def test_masked_and_sparse_inputs_are_rejected(self, make, chunk_type, position):
+        dense = np.arange(16.0).reshape(4, 4) % 3
+        a, b = (make(dense), dense) if position == "A" else (dense, make(dense))
+        with pytest.raises(TypeError, match=f"{position} must be a dense array.*{chunk_type}"):
+            coded_matmul(a, b)
+
     def test_unknown_chunks(self):
         x = da.ones((10, 3), chunks=(5, 3))
         x = x[x[:, 0] > 0]

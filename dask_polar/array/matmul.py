@@ -10,6 +10,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
+from dask.utils import typename
 from dask.highlevelgraph import HighLevelGraph
 from dask.task_spec import List, Task, TaskRef
 
@@ -110,6 +111,13 @@ def _as_matrix(name: str, x: Any) -> da.Array:
             x = da.asarray(x)
         except Exception as exc:  # anything numpy cannot make an array of
             raise TypeError(f"{name} must be array-like, got {type(x).__name__}") from exc
+    if type(x._meta) is not np.ndarray:
+        # a coded product would drop a mask (numpy's and Dask's @ raise) or densify sparse data
+        raise TypeError(
+            f"{name} must be a dense array with numpy chunks, got chunks of type "
+            f"{typename(type(x._meta))}; masked and sparse arrays are not supported "
+            "(use a plain A @ B)"
+        )
     check_dtype(name, x.dtype)
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got {x.ndim}-D with shape {x.shape}")
@@ -251,8 +259,8 @@ def coded_matmul(
     Raises
     ------
     TypeError
-        Non-array inputs, integer or boolean dtypes (decoding would not stay exact), a bad
-        ``code`` type.
+        Non-array inputs, masked or sparse arrays (any chunk type but ``numpy.ndarray``),
+        integer or boolean dtypes (decoding would not stay exact), a bad ``code`` type.
     ValueError
         Not 2-D, mismatched inner dimensions, unknown chunk sizes, bad ``n``/``k``/``code``.
 
