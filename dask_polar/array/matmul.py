@@ -10,9 +10,9 @@ from typing import Any
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
-from dask.utils import typename
 from dask.highlevelgraph import HighLevelGraph
 from dask.task_spec import List, Task, TaskRef
+from dask.utils import typename
 
 from .. import config
 from .._validation import check_int
