@@ -10,6 +10,28 @@ from .serverless import cli as serverless_cli
 from .simulate import cli as simulate_cli
 
 
+def configure_logging(*, verbose: bool = False) -> None:
+    """Log to stderr: everything at DEBUG if ``verbose``, else warnings and dask_polar's own.
+
+    ``logging.basicConfig`` alone would let distributed's INFO lines through (hundreds per
+    demo, between its tables): distributed sets its loggers to INFO when imported and,
+    seeing the root handler, propagates to it. A filter on that handler keeps them out,
+    whenever distributed is imported.
+    """
+    root = logging.getLogger()
+    before = list(root.handlers)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
+    if verbose:
+        return
+    for handler in root.handlers:
+        if handler not in before:  # ours only: not handlers someone else installed
+            handler.addFilter(_for_users)
+
+
+def _for_users(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or record.name.partition(".")[0] == "dask_polar"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dask_polar", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
@@ -31,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     simulate_cli.add_parser(sub)
     serverless_cli.add_parser(sub)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    configure_logging(verbose=args.verbose)
     if args.command == "demo":
         from . import demo as demos
 

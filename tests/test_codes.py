@@ -101,6 +101,8 @@ def test_decodable_agrees_with_full_rank_reference(make, data):
 @code_params
 @given(data=st.data())
 def test_decodability_is_monotone(make, data):
+    # true of these small codes; PolarCode's conditioning guard breaks it near the threshold
+    # at large n (test_polar.py::test_the_guard_makes_decodability_non_monotone)
     code = make()
     mask = data.draw(masks(code.n))
     more = mask | data.draw(masks(code.n))
@@ -150,9 +152,10 @@ def test_min_results_matches_streaming(make, seed):
     decoder = code.decoder()
     flags = [decoder.add(int(j), np.zeros(1)) for j in order]
     assert flags.index(True) + 1 == needed
-    # the streaming flag agrees with the batch check at every prefix
-    for i in range(code.n):
-        assert flags[i] == code.decodable(order[: i + 1])
+    # the streaming flag is True from the first prefix the batch check finds decodable on
+    # (later prefixes may fail PolarCode's conditioning guard: the decoder keeps the first)
+    decodable = np.logical_or.accumulate([code.decodable(order[: i + 1]) for i in range(code.n)])
+    assert flags == decodable.tolist()
 
 
 def test_mds_decodes_from_every_k_subset():

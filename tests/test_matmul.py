@@ -54,6 +54,11 @@ def test_matches_numpy(code, scheduler, a_shape, a_chunks, b_shape, b_chunks, k)
         (np.float64, np.float32, 1e-9),
         (np.complex128, np.float64, 1e-9),
         (np.complex64, np.complex64, 1e-4),
+        # A's blocks are encoded in the product's dtype, not rounded to A's
+        (np.float32, np.float64, 1e-9),
+        (np.complex64, np.float64, 1e-9),
+        (np.float32, np.complex128, 1e-9),
+        (np.float16, np.float32, 1e-4),
     ],
 )
 def test_dtypes(dtype_a, dtype_b, rtol):
@@ -218,6 +223,23 @@ class TestBadInput:
     def test_rejected_before_any_work(self, a, b, kwargs, error, match):
         with pytest.raises(error, match=match):
             coded_matmul(a, b, **kwargs)
+
+    @pytest.mark.parametrize(
+        "make, chunk_type",
+        [
+            # a coded product would silently drop the mask (numpy's and Dask's @ raise)
+            (lambda x: np.ma.masked_array(x, mask=x > 1.5), "numpy.ma.MaskedArray"),
+            (lambda x: da.ma.masked_greater(da.from_array(x, chunks=2), 1.5), "numpy.ma.MaskedArray"),
+            (lambda x: pytest.importorskip("scipy.sparse").csr_matrix(x), "csr_matrix"),
+            (lambda x: da.from_array(pytest.importorskip("scipy.sparse").csr_array(x)), "csr_array"),
+        ],
+    )
+    @pytest.mark.parametrize("position", ["A", "B"])
+    def test_masked_and_sparse_inputs_are_rejected(self, make, chunk_type, position):
+        dense = np.arange(16.0).reshape(4, 4) % 3
+        a, b = (make(dense), dense) if position == "A" else (dense, make(dense))
+        with pytest.raises(TypeError, match=f"{position} must be a dense array.*{chunk_type}"):
+            coded_matmul(a, b)
 
     def test_unknown_chunks(self):
         x = da.ones((10, 3), chunks=(5, 3))

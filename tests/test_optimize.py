@@ -177,3 +177,100 @@ def test_on_a_local_cluster():
             client.compute(x).result(), A.compute() @ B.compute() @ S[:10, :10].compute()
         )
         assert dask_polar.last_job(client).backend == "distributed"
+
+
+DTYPES = [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+          np.uint64, np.float16, np.float32, np.float64, np.complex64, np.complex128]
+# tolerance by the product's dtype: its rounding, amplified a little by encode and decode
+RTOL = {"f": {2: 5e-2, 4: 1e-4, 8: 1e-9}, "c": {8: 1e-4, 16: 1e-9}}
+
+
+def typed(shape, chunks, dtype, seed):
+    """Values every dtype holds, large enough that integer sums in A's dtype would wrap."""
+    gen = np.random.default_rng(seed)
+    kind = np.dtype(dtype).kind
+    if kind == "b":
+        x = gen.random(shape) < 0.5
+    elif kind in "iu":
+        x = gen.integers(0 if kind == "u" else -60, 100, shape)
+    else:
+        x = gen.standard_normal(shape) * 4
+    return da.from_array(x.astype(dtype), chunks=chunks)
+
+
+@pytest.mark.parametrize("dtype_b", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("dtype_a", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_every_dtype_pair_gives_numpys_product(dtype_a, dtype_b):
+    # A's blocks are encoded in the product's dtype: adding bool blocks is an OR, adding
+    # int8 blocks wraps, adding float32 blocks rounds a float64 product
+    x, y = typed((64, 6), (8, 3), dtype_a, 1), typed((6, 5), (3, 5), dtype_b, 2)
+    product = x @ y
+    plain = product.compute(scheduler="sync")
+    with dask_polar.coded(min_size=0):
+        coded = any(p.startswith("polar-decode") for p in prefixes(product))
+        out = product.compute(scheduler="sync")
+    if not coded:  # integer products stay Dask's, which differs from numpy's on its own
+        assert product.dtype.kind in "biu"
+        assert out.dtype == plain.dtype
+        np.testing.assert_array_equal(out, plain)
+        return
+    expected = x.compute() @ y.compute()
+    assert out.dtype == expected.dtype and out.shape == expected.shape
+    rtol = RTOL[expected.dtype.kind][expected.dtype.itemsize]
+    np.testing.assert_allclose(out, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+
+
+ANNOTATIONS = {"retries": 3, "priority": 7, "resources": {"polar-slot": 1}}
+# Dask's low-level fusion (on by default) drops every layer's annotations, coded or not
+NO_FUSION = {"optimization.fuse.active": False}
+
+
+def test_annotations_reach_the_coded_layer():
+    with dask.annotate(**ANNOTATIONS):
+        x = A @ B
+    graph, keys = x.__dask_graph__(), x.__dask_keys__()
+    with dask_polar.coded(min_size=0), dask.config.set(NO_FUSION):
+        opt = optimize(graph, keys)
+    (layer,) = [layer for layer in opt.layers.values() if keys[0][0] in layer]  # culled: renamed
+    assert any(dask.utils.key_split(key) == "polar-decode" for key in layer)
+    assert layer.annotations == ANNOTATIONS
+
+
+def test_annotations_reach_the_scheduler():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=4, processes=False, dashboard_address="127.0.0.1:0"
+    ) as cluster, distributed.Client(cluster) as client, dask_polar.coded(min_size=0), \
+            dask.config.set(NO_FUSION):
+        with dask.annotate(retries=3, priority=7):
+            x = A @ B
+        persisted = client.persist(x)  # the output keys stay on the scheduler
+        np.testing.assert_allclose(persisted.compute(), A.compute() @ B.compute())
+        assert dask_polar.last_job(client) is not None  # it was coded
+        state = cluster.scheduler.tasks[x.__dask_keys__()[0][0]]
+        assert state.annotations == {"retries": 3, "priority": 7}
+        assert state.retries == 3
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        # masked: Dask's own @ raises on the mask; the rewrite must not turn that into numbers
+        "da.ma.masked_greater(A, 0.5) @ B",
+        "A @ da.ma.masked_greater(B, 0.5)",
+        "da.ma.masked_greater(A, 100.0) @ B",  # a mask with nothing masked
+    ],
+)
+def test_masked_products_are_left_to_dask(expression):
+    x = eval(expression)  # noqa: S307
+    outcomes = []
+    for rewrite in (dask.config.set({}), dask_polar.coded(min_size=0)):
+        with rewrite:
+            try:
+                out = x.compute(scheduler="sync")
+            except Exception as err:  # noqa: BLE001 -- compared below
+                outcomes.append((type(err), str(err)))
+            else:
+                outcomes.append((type(out), out.tolist(), np.ma.getmaskarray(out).tolist()))
+            assert not any(p.startswith("polar-decode") for p in prefixes(x))
+    assert outcomes[0] == outcomes[1]

@@ -158,3 +158,43 @@ def test_polarized_cdfs_become_steps():
     cdf = 1 - np.exp(-t)
     spread = [np.mean(np.minimum(f, 1 - f)) for f in [polarized_cdfs(cdf, n) for n in (2, 64, 1024)]]
     assert spread[0] > spread[1] > spread[2]
+
+
+# The conditioning guard (CONDITION_LIMIT) makes decodability non-monotone near the
+# threshold. Found by a seeded search (random orders, seeds 0..400, first prefix that
+# decodes vs the binary search's answer): with the default n = 1024, k = 512 code, the
+# order of seed 16 decodes at 515 results, not at 516, again from 517 on.
+NON_MONOTONE = {"n": 1024, "k": 512, "seed": 16, "first": 515}
+
+
+def non_monotone_case():
+    code = PolarCode(NON_MONOTONE["n"], NON_MONOTONE["k"])
+    order = np.random.default_rng(NON_MONOTONE["seed"]).permutation(code.n)
+    return code, order, NON_MONOTONE["first"]
+
+
+def test_the_guard_makes_decodability_non_monotone():
+    code, order, first = non_monotone_case()
+    assert not code.decodable(order[: first - 1])
+    assert code.decodable(order[:first])
+    assert not code.decodable(order[: first + 1])  # a superset that fails the guard
+    assert code.decodable(order[: first + 2])
+
+
+def test_min_results_finds_the_first_decodable_prefix():
+    code, order, first = non_monotone_case()
+    # a binary search over prefixes, assuming monotonicity, answered 517
+    assert code.min_results(order) == first
+
+
+def test_decoder_decodes_from_the_set_that_was_decodable():
+    code, order, first = non_monotone_case()
+    data = np.random.default_rng(0).standard_normal((code.k, 3))
+    coded = code.encode(data)
+    decoder = code.decoder()
+    flags = [decoder.add(int(j), coded[j]) for j in order[: first + 1]]
+    assert flags.index(True) == first - 1 and all(flags[first - 1 :])
+    assert decoder.received == first + 1
+    # the extra result is not used: with it the solve would fail the guard, and decoding
+    # that superset anyway returned blocks off by ~0.8
+    np.testing.assert_allclose(decoder.result(), data, atol=1e-8)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import time
 import zipfile
 
 import cloudpickle
@@ -85,7 +86,8 @@ def test_call_roundtrip_and_field_tampering():
     assert protocol.verify_call(KEY, event).body == cloudpickle.dumps((sum, ([1, 2],), {}))
     # every signed field is covered: change one, the signature fails
     for field, value in [("task", "t2"), ("bucket", "other"), ("result_key", "x"),
-                         ("inline_limit", 1), ("body_key", "k")]:
+                         ("inline_limit", 1), ("body_key", "k"), ("call_id", "other"),
+                         ("expires", event["expires"] + 3600)]:
         tampered = dict(event, **{field: value})
         with pytest.raises(PayloadRejectedError, match="bad signature"):
             protocol.verify_call(KEY, tampered)
@@ -100,8 +102,9 @@ def test_call_roundtrip_and_field_tampering():
     [
         ({"hello": "world"}, "not a dask_polar call"),
         ("a string", "not a dask_polar call"),
-        ({"dask_polar": 1, "kind": "result"}, "expected a 'call'"),
-        ({"dask_polar": 1, "kind": "call"}, "unsigned"),
+        ({"dask_polar": 1, "kind": "call"}, "not a dask_polar call"),  # before replay checks
+        ({"dask_polar": protocol.VERSION, "kind": "result"}, "expected a 'call'"),
+        ({"dask_polar": protocol.VERSION, "kind": "call"}, "unsigned"),
     ],
 )
 def test_malformed_or_unsigned_calls_are_rejected(payload, match):
@@ -153,6 +156,69 @@ def test_handler_verifies_before_unpickling(s3, tmp_path):
     assert not marker.exists()
 
 
+def test_calls_carry_a_unique_id_and_an_expiry():
+    first, second = call(sum, [1]), call(sum, [1])
+    assert first["call_id"] != second["call_id"]
+    now = time.time()
+    assert now < first["expires"] <= now + config.CALL_LIFETIME + 1e-3  # rounded to ms
+    verified = protocol.verify_call(KEY, first)
+    assert (verified.call_id, verified.expires) == (first["call_id"], first["expires"])
+    with pytest.raises(ValueError, match="lifetime must be <= 3600"):
+        protocol.encode_call(KEY, task="t", bucket=BUCKET, body=b"", result_key="r", lifetime=1e6)
+
+
+def test_expired_calls_are_rejected(s3, tmp_path):
+    event = call(sum, [1])
+    with pytest.raises(PayloadRejectedError, match=r"expired .* ago"):
+        protocol.verify_call(KEY, event, now=event["expires"] + 5)
+    marker = tmp_path / "ran"
+    stale = protocol.encode_call(
+        KEY, task="t1", bucket=BUCKET, body=cloudpickle.dumps((marker.touch, (), {})),
+        result_key="jobs/t1.out", lifetime=0.001,
+    )
+    time.sleep(0.01)
+    with pytest.raises(PayloadRejectedError, match="expired"):
+        handler.handle(stale)
+    assert not marker.exists()
+    # a signed expiry too far ahead would pin the replay cache: rejected too
+    far = dict(event, expires=time.time() + 10 * config.MAX_CALL_LIFETIME)
+    far["sig"] = protocol._signature(KEY, far)
+    with pytest.raises(PayloadRejectedError, match="too far in the future"):
+        protocol.verify_call(KEY, far)
+
+
+def test_replayed_calls_are_rejected(s3, tmp_path):
+    marker = tmp_path / "ran"
+    event = call(marker.touch)
+    run(event)
+    marker.unlink()
+    with pytest.raises(PayloadRejectedError, match="replayed call"):
+        handler.handle(event)  # a captured payload, sent again
+    assert not marker.exists()
+    assert run(call(marker.touch))[1].ok  # a new call of the same function still runs
+    # a payload that fails verification is not remembered: its valid original still runs
+    fresh = call(sum, [2])
+    with pytest.raises(PayloadRejectedError, match="bad signature"):
+        handler.handle(dict(fresh, sig="0" * 64))
+    assert run(fresh)[0] == 2
+
+
+def test_replay_cache_is_bounded_and_stays_sound():
+    cache = handler.ReplayCache(capacity=2)
+    cache.admit("a", expires=100.0, now=0.0)
+    cache.admit("b", expires=101.0, now=0.0)
+    with pytest.raises(PayloadRejectedError, match="replayed call 'a'"):
+        cache.admit("a", expires=100.0, now=1.0)
+    cache.admit("c", expires=102.0, now=1.0)  # evicts "a" before it expired
+    assert len(cache) == 2
+    # "a" is forgotten, but nothing expiring as early as it did is admitted any more
+    with pytest.raises(PayloadRejectedError, match="cannot be checked for replay"):
+        cache.admit("a", expires=100.0, now=2.0)
+    cache.admit("d", expires=103.0, now=2.0)
+    cache.admit("e", expires=205.0, now=150.0)  # "c" and "d" expired: dropped, not evicted
+    assert len(cache) == 1
+
+
 def test_handler_without_a_key_rejects_everything(s3, monkeypatch):
     monkeypatch.delenv(config.KEY_ENV)
     with pytest.raises(PayloadRejectedError, match="no usable signing key"):
@@ -201,7 +267,11 @@ def test_large_bodies_results_and_references_go_through_s3(s3):
     # the reference's bytes are cached per environment: a warm call does not download them
     s3.delete_object(Bucket=BUCKET, Key="refs/block")
     s3.put_object(Bucket=BUCKET, Key="jobs/t1.in", Body=body)
-    assert run(event, s3)[1].stats["downloaded"] == len(body)
+    again = protocol.encode_call(  # a new call: the same envelope again would be a replay
+        KEY, task="t1", bucket=BUCKET, body=body, body_key="jobs/t1.in",
+        result_key="jobs/t1.out", inline_limit=100,
+    )
+    assert run(again, s3)[1].stats["downloaded"] == len(body)
 
 
 def test_tampered_s3_objects_are_rejected_before_unpickling(s3, tmp_path):

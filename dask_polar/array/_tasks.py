@@ -35,11 +35,15 @@ def combine(coefficients: np.ndarray, *blocks: np.ndarray) -> np.ndarray:
     return out.astype(np.result_type(*blocks), copy=False)
 
 
-def pad_rows(block: np.ndarray, rows: int) -> np.ndarray:
-    """Pad ``block`` with zero rows to ``rows`` rows (all coded blocks share one shape)."""
+def pad_rows(block: np.ndarray, rows: int, dtype: np.dtype | None = None) -> np.ndarray:
+    """Pad ``block`` with zero rows to ``rows`` rows (all coded blocks share one shape).
+
+    With ``dtype``, the block is cast to it too: blocks are encoded in the product's dtype.
+    """
+    dtype = block.dtype if dtype is None else dtype
     if block.shape[0] == rows:
-        return block
-    out = np.zeros((rows, *block.shape[1:]), dtype=block.dtype)
+        return block.astype(dtype, copy=False)
+    out = np.zeros((rows, *block.shape[1:]), dtype=dtype)
     out[: block.shape[0]] = block
     return out
 

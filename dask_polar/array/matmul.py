@@ -12,6 +12,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.task_spec import List, Task, TaskRef
+from dask.utils import typename
 
 from .. import config
 from .._validation import check_int, check_positive
@@ -112,6 +113,13 @@ def _as_matrix(name: str, x: Any) -> da.Array:
             x = da.asarray(x)
         except Exception as exc:  # anything numpy cannot make an array of
             raise TypeError(f"{name} must be array-like, got {type(x).__name__}") from exc
+    if type(x._meta) is not np.ndarray:
+        # a coded product would drop a mask (numpy's and Dask's @ raise) or densify sparse data
+        raise TypeError(
+            f"{name} must be a dense array with numpy chunks, got chunks of type "
+            f"{typename(type(x._meta))}; masked and sparse arrays are not supported "
+            "(use a plain A @ B)"
+        )
     check_dtype(name, x.dtype)
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got {x.ndim}-D with shape {x.shape}")
@@ -215,7 +223,8 @@ def coded_matmul(
     Parameters
     ----------
     A : dask array, numpy array or array-like, shape (m, p)
-        Floating or complex. Its row chunks are the data blocks.
+        Floating or complex. Its row chunks are the data blocks, encoded in the product's
+        dtype (cast first when ``A``'s dtype is narrower).
     B : dask array, numpy array or array-like, shape (p, q)
     code : str or ErasureCode
         ``"polar"`` (default, from ``polar.code``), ``"mds"``, ``"replication"``,
@@ -272,8 +281,8 @@ def coded_matmul(
     Raises
     ------
     TypeError
-        Non-array inputs, integer or boolean dtypes (decoding would not stay exact), a bad
-        ``code`` type.
+        Non-array inputs, masked or sparse arrays (any chunk type but ``numpy.ndarray``),
+        integer or boolean dtypes (decoding would not stay exact), a bad ``code`` type.
     ValueError
         Not 2-D, mismatched inner dimensions, unknown chunk sizes, bad ``n``/``k``/``code``,
         ``timeout <= 0``.
@@ -329,6 +338,7 @@ def coded_matmul(
         [[(A2.name, i, 0)] for i in range(len(row_chunks))],
         [[(B2.name, 0, c) for c in range(B2.numblocks[1])]],
         row_chunks, B2.chunks[1], dtype, the_code, delays, options, out_name, token,
+        a_dtype=A.dtype,
     )
     # Dask's own retries re-run a failed task (cluster layout: the work tasks) on a cluster
     layer = MaterializedLayer(layer, annotations={"retries": options.retries})
@@ -340,13 +350,21 @@ def coded_matmul(
 
 
 def encode_layer(
-    a_keys: list[list[Any]], row_chunks: tuple[int, ...], code: ErasureCode, token: str
+    a_keys: list[list[Any]],
+    row_chunks: tuple[int, ...],
+    code: ErasureCode,
+    token: str,
+    *,
+    dtype: np.dtype | None = None,
 ) -> tuple[dict[Any, Task], dict[int, Any]]:
     """Tasks that encode ``A``'s row blocks; returns them and coded index -> block key.
 
     ``a_keys[i][j]`` is the key of ``A``'s block ``(i, j)``; a row block chunked along the
     inner axis is concatenated first, and shorter blocks are padded with zero rows so that
-    all coded blocks share one shape. Identically zero coded blocks have no key.
+    all coded blocks share one shape. With ``dtype`` (the product's dtype, when ``A``'s
+    differs or is unknown) the blocks are cast to it before encoding: the butterfly's sums
+    must be taken in the product's dtype (summing bool blocks is an OR, integer blocks
+    wrap, float32 blocks round a float64 product). Identically zero coded blocks have no key.
     """
     layer: dict[Any, Task] = {}
     block_rows = max(row_chunks)
@@ -355,10 +373,14 @@ def encode_layer(
         key = row[0]
         if len(row) > 1:  # A chunked along the inner axis: one row block is their concatenation
             key = (f"polar-rows-{token}", i)
-            layer[key] = Task(key, np.concatenate, List(*map(TaskRef, row)), axis=1)
+            layer[key] = Task(key, np.concatenate, List(*map(TaskRef, row)), axis=1, dtype=dtype)
+        elif dtype is not None and rows == block_rows:
+            cast = (f"polar-cast-{token}", i)
+            layer[cast] = Task(cast, _tasks.pad_rows, TaskRef(key), block_rows, dtype)
+            key = cast
         if rows != block_rows:
             pad = (f"polar-pad-{token}", i)
-            layer[pad] = Task(pad, _tasks.pad_rows, TaskRef(key), block_rows)
+            layer[pad] = Task(pad, _tasks.pad_rows, TaskRef(key), block_rows, dtype)
             key = pad
         data_keys.append(key)
     coded_keys = _encode_graph(code, data_keys, f"polar-encode-{token}", layer)
@@ -376,13 +398,18 @@ def product_layer(
     options: CodedOptions,
     out_name: str,
     token: str,
+    *,
+    a_dtype: np.dtype | None,
 ) -> dict[Any, Task]:
     """The tasks of a coded product whose output blocks are ``(out_name, i, c)``.
 
     ``a_keys[i][j]`` and ``b_keys[j][c]`` are the keys of ``A``'s and ``B``'s blocks (row,
-    inner and column block indices); ``A``'s row blocks are the ``k`` data blocks.
+    inner and column block indices); ``A``'s row blocks are the ``k`` data blocks. ``dtype``
+    is the product's; ``a_dtype`` is ``A``'s (None if unknown): when they differ, ``A``'s
+    blocks are cast to ``dtype`` before encoding.
     """
-    layer, coded_keys = encode_layer(a_keys, row_chunks, code, token)
+    cast = None if a_dtype is not None and np.dtype(a_dtype) == dtype else dtype
+    layer, coded_keys = encode_layer(a_keys, row_chunks, code, token, dtype=cast)
     block_rows = max(row_chunks)
 
     rhs_key: Any = b_keys[0][0]

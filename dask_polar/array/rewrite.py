@@ -92,7 +92,11 @@ def _rewrite(hlg: HighLevelGraph, keys: Any) -> HighLevelGraph:
             logger.debug("dask_polar: skipping %s: m*p*q=%d below polar.min-size", name, size)
             continue
         out_name = chain[-1]
-        new_layer = _coded_layer(layer, a_name, b_name, out_ann, out_name)
+        # A's dtype, when its layer records it: otherwise its blocks are cast to be sure
+        a_dtype = (hlg.layers[a_name].collection_annotations or {}).get("dtype")
+        # dask.annotate(retries=, priority=, resources=) around the product: keep them
+        annotations = layer.annotations or hlg.layers[out_name].annotations
+        new_layer = _coded_layer(layer, a_name, b_name, out_ann, out_name, a_dtype, annotations)
         if new_layer is None:
             continue
         for removed in [name, *chain[:-1]]:
@@ -180,7 +184,9 @@ def _promoted_from_1d(name: str, hlg: HighLevelGraph) -> bool:
 
 
 def _coded_layer(
-    layer: Blockwise, a_name: str, b_name: str, out_ann: dict, out_name: str
+    layer: Blockwise, a_name: str, b_name: str, out_ann: dict, out_name: str,
+    a_dtype: Any = None,
+    annotations: Mapping[str, Any] | None = None,
 ) -> MaterializedLayer | None:
     options = CodedOptions.resolve()
     row_chunks, col_chunks = out_ann["chunks"]
@@ -194,8 +200,9 @@ def _coded_layer(
     tasks = product_layer(
         a_keys, b_keys, tuple(row_chunks), tuple(col_chunks), np.dtype(out_ann["dtype"]),
         code, delays, options, out_name, token,
+        a_dtype=a_dtype,
     )
-    return MaterializedLayer(tasks, collection_annotations=out_ann)
+    return MaterializedLayer(tasks, annotations=annotations, collection_annotations=out_ann)
 
 
 _PREVIOUS: list[Any] = []

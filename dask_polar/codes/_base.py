@@ -165,9 +165,12 @@ class ErasureCode(abc.ABC):
         return decoder.result()
 
     def min_results(self, order: Iterable[int]) -> int:
-        """How many arrivals, in ``order``, until the received set is decodable.
+        """How many arrivals, in ``order``, until the received set is first decodable.
 
-        Decodability is monotone in the received set, so this is a binary search over prefixes.
+        This is where an `IncrementalDecoder` fed in ``order`` stops. A linear scan with
+        the incremental decodability check, not a binary search over prefixes: with
+        `PolarCode`'s conditioning guard a decodable set can have a superset that is not
+        (see `PolarCode`), so decodability is not monotone.
 
         Parameters
         ----------
@@ -180,7 +183,7 @@ class ErasureCode(abc.ABC):
         Raises
         ------
         NotDecodableError
-            If even the whole of ``order`` is not decodable.
+            If no prefix of ``order`` is decodable.
         """
         order = np.asarray(list(order), dtype=np.int64)
         if order.ndim != 1 or (order.size and (order.min() < 0 or order.max() >= self._n)):
@@ -188,19 +191,13 @@ class ErasureCode(abc.ABC):
         if np.unique(order).size != order.size:
             raise ValueError("order must not repeat an index")
         mask = np.zeros(self._n, dtype=bool)
+        state = self._start(mask)
+        for count, index in enumerate(order.tolist(), start=1):
+            self._arrive(state, index)
+            if count >= self._k and self._check(state):  # none decodes from fewer than k
+                return count
         mask[order] = True
-        if not self._decodable(mask):
-            raise NotDecodableError(order.size, self._k, self._missing(mask), repr(self))
-        lo, hi = self._k, order.size  # no code decodes from fewer than k results
-        while lo < hi:
-            mid = (lo + hi) // 2
-            mask[:] = False
-            mask[order[:mid]] = True
-            if self._decodable(mask):
-                hi = mid
-            else:
-                lo = mid + 1
-        return lo
+        raise NotDecodableError(order.size, self._k, self._missing(mask), repr(self))
 
     def decoder(self) -> IncrementalDecoder:
         """A decoder that takes results one at a time (see `IncrementalDecoder`)."""
@@ -255,7 +252,9 @@ class IncrementalDecoder:
 
     Results are written into one preallocated stacked buffer as they arrive, so the final
     decode starts without a copy, and decodability is updated per arrival by the code's
-    hook. For `PolarCode` the SC availability tree costs O(log n) amortised per arrival;
+    hook. Once the set is decodable it stays so: results added later are counted but not
+    used, and ``result()`` decodes from the set that was decodable (with `PolarCode`'s
+    conditioning guard, a superset of a decodable set can fail it). For `PolarCode` the SC availability tree costs O(log n) amortised per arrival;
     with the inactivation decoder, once ``k`` results are in but SC alone cannot decode,
     each check also runs the value-free symbolic pass (about 3 ms at n = 1024): `update`
     checks a burst of arrivals once. ``result()`` decodes in place in the buffer.
@@ -287,6 +286,7 @@ class IncrementalDecoder:
         self._state = code._start(self._mask)
         self._buffer: np.ndarray | None = None
         self._decodable = False
+        self._used: np.ndarray | None = None  # the mask that was decodable
 
     @property
     def decodable(self) -> bool:
@@ -325,6 +325,8 @@ class IncrementalDecoder:
             for index in new:
                 self.code._arrive(self._state, index)
             self._decodable = bool(self.code._check(self._state))
+            if self._decodable:
+                self._used = self._mask.copy()
         return self._decodable
 
     def _store(self, index: int, value: Any) -> bool:
@@ -343,9 +345,10 @@ class IncrementalDecoder:
                 f"value for index {index} has shape {value.shape}, earlier results have "
                 f"shape {self._buffer.shape[1:]}"
             )
-        elif value.dtype != self._buffer.dtype:
+        elif value.dtype != self._buffer.dtype and not self._decodable:
             self._buffer = self._buffer.astype(np.result_type(self._buffer, value))
-        self._buffer[index] = value
+        if not self._decodable:  # rows outside the decodable set stay zero, as _decode needs
+            self._buffer[index] = value
         self._mask[index] = True
         return True
 
@@ -365,4 +368,4 @@ class IncrementalDecoder:
             raise NotDecodableError(
                 self.received, self.code.k, self.code._missing(self._mask), repr(self.code)
             )
-        return self.code._decode(self._buffer, self._mask)
+        return self.code._decode(self._buffer, self._used)

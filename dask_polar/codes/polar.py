@@ -99,7 +99,10 @@ class PolarCode(ErasureCode):
     O(n log n) block additions/subtractions, plus for ``d`` inactive symbols a ``d``-column
     least-squares solve and a ``k x d`` product. Decodability is value-free: a vectorised
     polarization of the arrival mask (and, only when SC alone fails, the symbolic pass on
-    ``d`` columns).
+    ``d`` columns). With the inactivation decoder it is not monotone near the threshold:
+    a result more can make the solve fail the conditioning guard (`CONDITION_LIMIT`), so a
+    decodable set can have an undecodable superset (seen at ``n = 1024``). The incremental
+    decoder therefore decodes from the first decodable set it saw, and `min_results` scans.
 
     References
     ----------

@@ -34,6 +34,7 @@ import sys
 from .._validation import check_int
 
 __all__ = [
+    "CALL_LIFETIME",
     "DEFAULT_FUNCTION_NAME",
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_MAX_CONCURRENCY",
@@ -46,6 +47,7 @@ __all__ = [
     "INLINE_REFERENCE_BYTES",
     "KEY_ENV",
     "KEY_PARAMETER_ENV",
+    "MAX_CALL_LIFETIME",
     "MAX_MEMORY",
     "MAX_TIMEOUT",
     "MIN_MEMORY",
@@ -96,6 +98,14 @@ KEY_ENV = "DASK_POLAR_LAMBDA_KEY"
 #: On the function: name of an SSM SecureString parameter holding the key (read at cold
 #: start, instead of ``KEY_ENV``).
 KEY_PARAMETER_ENV = "DASK_POLAR_LAMBDA_KEY_PARAMETER"
+
+#: A signed call is valid for this many seconds after it was signed (just before it is
+#: sent): long enough for botocore's retries and a cold start, short enough that a captured
+#: payload soon becomes useless. The handler remembers call ids for as long.
+CALL_LIFETIME = 300.0
+#: The handler rejects calls that expire further ahead (their ids would pin its replay
+#: cache); an hour leaves room for a client clock that runs ahead.
+MAX_CALL_LIFETIME = 3600.0
 
 #: Work tasks poll their job's cancel flag (an S3 object) at most this often, seconds.
 POLL_INTERVAL = 0.25

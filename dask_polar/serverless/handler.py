@@ -7,13 +7,17 @@ Per invocation:
    ``DASK_POLAR_LAMBDA_KEY_PARAMETER``, read once per execution environment). An unsigned,
    wrongly signed or altered payload raises `PayloadRejectedError` **before anything is
    unpickled**; Lambda reports it as a function error of that type;
-2. fetch the body from S3 if it did not travel inline, check its signed digest, unpickle
+2. reject, with the same error, an expired call (signed more than ``config.CALL_LIFETIME``
+   seconds ago) and a replayed one: this execution environment remembers the ids of the
+   calls it ran (a bounded `ReplayCache`, each id kept until its call expires), so a
+   captured payload cannot be run twice here, even after its executor shut down;
+3. fetch the body from S3 if it did not travel inline, check its signed digest, unpickle
    ``(fn, args, kwargs)`` with cloudpickle; `S3Reference` arguments are downloaded, checked
    against their signed digest and unpickled (raw bytes are cached per environment, so a
    warm environment reuses blocks across products, e.g. for `CodedMatrix`);
-3. run ``fn(*args, **kwargs)``; an exception it raises is caught and returned, pickled, with
+4. run ``fn(*args, **kwargs)``; an exception it raises is caught and returned, pickled, with
    its traceback (the executor raises it again with its remote type);
-4. pickle the result (or the exception), sign it, and return it inline or, when larger than
+5. pickle the result (or the exception), sign it, and return it inline or, when larger than
    the call's ``inline_limit``, write it to the call's ``result_key`` in S3 (an idempotent
    key: a retried invocation overwrites the same object).
 
@@ -36,13 +40,16 @@ import cloudpickle
 from . import config, protocol
 from .exceptions import PayloadRejectedError, RemoteError
 
-__all__ = ["handle"]
+__all__ = ["ReplayCache", "handle"]
 
 logger = logging.getLogger("dask_polar.serverless")
 
 #: Bytes of referenced objects kept per execution environment (env var overrides, in MB).
 CACHE_ENV = "DASK_POLAR_LAMBDA_CACHE_MB"
 DEFAULT_CACHE_MB = 256
+#: Call ids remembered per execution environment: one environment runs one call at a time,
+#: so this many within ``config.CALL_LIFETIME`` is more than 200 calls a second (~10 MB).
+REPLAY_CACHE_SIZE = 65536
 
 _STATE: dict[str, Any] = {"cold": True}
 _LOCK = threading.Lock()
@@ -123,6 +130,53 @@ class _Resolver:
         return cloudpickle.loads(self.fetch(bucket, key, sha256))
 
 
+class ReplayCache:
+    """The ids of the calls an execution environment ran, each kept until its call expires.
+
+    Parameters
+    ----------
+    capacity : int
+        Most ids kept. When full, the oldest id is forgotten before its call expired; from
+        then on calls expiring no later than it did are refused (they could be a replay of
+        it): sound, and legitimate calls, signed later, expire later.
+    """
+
+    def __init__(self, capacity: int = REPLAY_CACHE_SIZE) -> None:
+        self.capacity = capacity
+        self._expiry: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._horizon = -float("inf")
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def admit(self, call_id: str, expires: float, now: float | None = None) -> None:
+        """Remember ``call_id`` until ``expires``, or raise if it may have run already.
+
+        Raises
+        ------
+        PayloadRejectedError
+            The id was seen, or (after an overflow) could have been.
+        """
+        now = time.time() if now is None else now
+        with self._lock:
+            while self._expiry and next(iter(self._expiry.values())) < now:
+                self._expiry.popitem(last=False)  # expired: verify_call refuses it anyway
+            if call_id in self._expiry:
+                raise PayloadRejectedError(
+                    f"replayed call {call_id!r}: this function environment already ran it"
+                )
+            if expires <= self._horizon:
+                raise PayloadRejectedError(
+                    f"call {call_id!r} cannot be checked for replay (the environment's replay "
+                    f"cache overflowed); send a newly signed call"
+                )
+            self._expiry[call_id] = expires
+            while len(self._expiry) > self.capacity:
+                _, dropped = self._expiry.popitem(last=False)
+                self._horizon = max(self._horizon, dropped)
+
+
 def _resolver() -> _Resolver:
     resolver = _STATE.get("resolver")
     if resolver is None:
@@ -152,13 +206,16 @@ def handle(event: Any, context: Any = None) -> dict[str, Any]:
     Raises
     ------
     PayloadRejectedError
-        Unsigned, wrongly signed or altered payloads (nothing was unpickled or run).
+        Unsigned, wrongly signed, altered, expired or replayed payloads (nothing was
+        unpickled or run).
     """
     started = time.time()
     cold = _STATE["cold"]
     _STATE["cold"] = False
     key = _signing_key()
     call = protocol.verify_call(key, event)  # raises before anything is unpickled
+    replays = _STATE.setdefault("replays", ReplayCache())
+    replays.admit(call.call_id, call.expires)
     request_id = getattr(context, "aws_request_id", None)
     resolver = _resolver()
     resolver.downloaded = 0

@@ -3,17 +3,22 @@ and the per-job cancel flag.
 
 A call travels as a JSON envelope (Lambda payloads are JSON)::
 
-    {"dask_polar": 1, "kind": "call", "task": "...", "bucket": "...",
+    {"dask_polar": 2, "kind": "call", "task": "...", "bucket": "...",
      "body": "<base64 cloudpickle of (fn, args, kwargs)>" | null,
      "body_key": "<S3 key of the body when too large to inline>" | null,
-     "body_sha256": "...", "result_key": "...", "inline_limit": 4194304, "sig": "..."}
+     "body_sha256": "...", "result_key": "...", "inline_limit": 4194304,
+     "call_id": "<random, unique per call>", "expires": <unix time>, "sig": "..."}
 
 and its answer as ``{"kind": "result", "task": ..., "ok": ..., "value" | "value_key", ...}``.
 ``sig`` is an HMAC-SHA256, under the shared key, of the canonical JSON of every other field
 except the inline body, whose SHA-256 is one of the signed fields. The receiver checks the
 signature, then the body's digest (after fetching it from S3 if need be), and only then
 unpickles. ``kind`` and ``task`` are signed, so a result cannot be replayed as a call nor
-swapped between tasks.
+swapped between tasks. ``call_id`` and ``expires`` are signed too, against replays: a call
+is valid for ``config.CALL_LIFETIME`` seconds after signing (`verify_call` rejects it later),
+and the handler runs each call id once per execution environment (it remembers the ids of
+unexpired calls). A replay within the lifetime that reaches *another* execution environment
+is not detected; the lifetime bounds that window.
 
 Large arguments are `S3Reference` objects: stored once, they pickle to their address and
 digest (both covered by the call's signature) and turn back into the value inside the
@@ -48,12 +53,14 @@ import hmac
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .._validation import check_positive
 from . import config
 from .exceptions import PayloadRejectedError, S3AccessError
 
@@ -75,7 +82,8 @@ __all__ = [
 
 logger = logging.getLogger("dask_polar.serverless")
 
-VERSION = 1
+#: 2: calls carry a signed ``call_id`` and ``expires`` (version 1 handlers cannot check them).
+VERSION = 2
 #: S3 error codes meaning "these credentials may not do this".
 ACCESS_CODES = frozenset({
     "403", "AccessDenied", "AllAccessDisabled", "AuthorizationHeaderMalformed",
@@ -169,6 +177,8 @@ class Call:
     body_sha256: str
     result_key: str
     inline_limit: int
+    call_id: str
+    expires: float
 
 
 def encode_call(
@@ -180,8 +190,18 @@ def encode_call(
     result_key: str,
     body_key: str | None = None,
     inline_limit: int = config.INLINE_PAYLOAD_BYTES,
+    lifetime: float = config.CALL_LIFETIME,
 ) -> dict[str, Any]:
-    """The signed envelope of a call; the body travels inline unless ``body_key`` is given."""
+    """The signed envelope of a call; the body travels inline unless ``body_key`` is given.
+
+    It gets a fresh random ``call_id`` and expires ``lifetime`` seconds from now (at most
+    ``config.MAX_CALL_LIFETIME``): sign it just before sending it.
+    """
+    lifetime = check_positive("lifetime", lifetime)
+    if lifetime > config.MAX_CALL_LIFETIME:
+        raise ValueError(
+            f"lifetime must be <= {config.MAX_CALL_LIFETIME:g} seconds, got {lifetime:g}"
+        )
     fields = {
         "dask_polar": VERSION,
         "kind": "call",
@@ -191,21 +211,46 @@ def encode_call(
         "body_sha256": digest(body),
         "result_key": result_key,
         "inline_limit": int(inline_limit),
+        "call_id": secrets.token_hex(16),
+        "expires": round(time.time() + lifetime, 3),
     }
     fields["body"] = None if body_key is not None else _inline(body)
     fields["sig"] = _signature(key, fields)
     return fields
 
 
-def verify_call(key: bytes, payload: Any) -> Call:
-    """Check a call's signature (and an inline body's digest) before anything is unpickled.
+def verify_call(key: bytes, payload: Any, *, now: float | None = None) -> Call:
+    """Check a call's signature, expiry (and an inline body's digest) before anything is
+    unpickled.
+
+    Parameters
+    ----------
+    key : bytes
+    payload : the JSON envelope
+    now : float, optional
+        The current Unix time (default ``time.time()``).
 
     Raises
     ------
     PayloadRejectedError
-        Unsigned, wrongly signed, malformed or altered.
+        Unsigned, wrongly signed, malformed, altered or expired, or expiring more than
+        ``config.MAX_CALL_LIFETIME`` seconds ahead.
     """
     _check_signature(key, payload, "call")
+    expires = payload.get("expires")
+    if isinstance(expires, bool) or not isinstance(expires, (int, float)):
+        raise PayloadRejectedError(f"malformed call: 'expires' must be a number, got {expires!r}")
+    now = time.time() if now is None else now
+    if now > expires:
+        raise PayloadRejectedError(
+            f"expired call (task {payload.get('task')!r}, expired {now - expires:.1f} s ago): a "
+            f"replayed payload, or the client's clock is behind the function's"
+        )
+    if expires - now > config.MAX_CALL_LIFETIME:
+        raise PayloadRejectedError(
+            f"call expires too far in the future ({expires - now:.0f} s > "
+            f"{config.MAX_CALL_LIFETIME:g} s): the client's clock is ahead of the function's"
+        )
     try:
         body_key = payload["body_key"]
         body = None
@@ -215,6 +260,7 @@ def verify_call(key: bytes, payload: Any) -> Call:
             task=str(payload["task"]), bucket=str(payload["bucket"]), body=body,
             body_key=body_key, body_sha256=str(payload["body_sha256"]),
             result_key=str(payload["result_key"]), inline_limit=int(payload["inline_limit"]),
+            call_id=str(payload["call_id"]), expires=float(expires),
         )
     except KeyError as err:
         raise PayloadRejectedError(f"malformed call: missing field {err}") from None

@@ -327,7 +327,7 @@ def simulate(
     * polar inactivation: the code's own check (`PolarCode` internals), searched down from
       the SC answer; the decode adds the ``k x d`` mix for ``d`` inactive symbols. Near the
       threshold at large ``n`` the conditioning guard makes decodability non-monotone, so
-      this search (like ``code.min_results``) can land a few percent of ``k`` above the
+      this search (unlike ``code.min_results``, a linear scan) can land a few percent of ``k`` above the
       first decodable prefix a real job stops at.
     * local product: vectorised peeling in a per-trial binary search.
     * backup: all ``k`` tasks start at 0; the copies launch at the first time ``t`` with at

@@ -114,8 +114,8 @@ def inactivation_needed(code: PolarCode, order: np.ndarray, upper: int) -> tuple
     ``upper`` is a count known to be decodable (the SC answer). The search gallops down
     from it (checks just below the answer are the cheap ones: few symbols) and then bisects.
 
-    Like ``code.min_results``, this assumes decodability is monotone. Exactly it is, but the
-    conditioning guard (`dask_polar.codes.polar.CONDITION_LIMIT`) makes it non-monotone near
+    Unlike ``code.min_results`` (a linear scan), this assumes decodability is monotone.
+    Exactly it is, but the conditioning guard (`dask_polar.codes.polar.CONDITION_LIMIT`) makes it non-monotone near
     the threshold at large ``n``: the boundary found can lie above the first decodable prefix
     (by up to ~4 % of ``k`` at ``n = 2048`` in ``bench_simulate``), where a job's incremental
     decoder, which checks every arrival, would stop.
