@@ -78,3 +78,16 @@ def test_killed_worker_process_still_gives_the_right_answer():
         pids = client.run(os.getpid)
         os.kill(pids[sorted(pids)[0]], signal.SIGKILL)  # a worker process dies mid-job
         np.testing.assert_allclose(future.result(timeout=60), A.compute() @ B.compute(), atol=1e-10)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_cluster_layout_gives_numpys_answer_for_non_finite_and_mixed_magnitudes(client):
+    a = np.random.default_rng(0).standard_normal((128, 6))
+    b = np.random.default_rng(1).standard_normal((6, 5))
+    a[17, 2] = np.nan
+    a[40:48] *= 1e12
+    delays = np.zeros(32)
+    delays[np.random.default_rng(2).permutation(32)[:8]] = 0.3
+    C = coded_matmul(da.from_array(a, chunks=(8, 6)), b, stragglers=delays)
+    assert any("polar-work" in str(key) for key in dict(C.__dask_graph__()))  # cluster layout
+    np.testing.assert_allclose(C.compute(), a @ b, rtol=1e-10, atol=1e-10)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from dask.task_spec import Task, TaskRef
@@ -37,6 +37,10 @@ from ..executors import WorkOutcome
 from ..executors.cooperative import POLL_SECONDS
 from ..jobs import JobRecord, TaskRecord, notify, remember
 from . import _tasks
+from ._scaling import Scales
+
+if TYPE_CHECKING:
+    from .matmul import EncodedBlocks
 
 __all__ = ["ClusterJob", "cluster_layer", "panel_bounds"]
 
@@ -54,6 +58,7 @@ class ClusterJob:
     token: str
     code: ErasureCode
     coded: tuple[int, ...]  # coded indices with a work task (the others are zero blocks)
+    sources: dict[int, int]  # coded index -> the data block it is as it is, or -1
     block_rows: int
     columns: int
     dtype: np.dtype
@@ -167,12 +172,20 @@ def start(job: ClusterJob) -> float:
 
 
 def work(
-    job: ClusterJob, started: float, index: int, block: np.ndarray, rhs: np.ndarray
+    job: ClusterJob, started: float, scales: Scales, index: int, block: np.ndarray,
+    rhs: np.ndarray,
 ) -> WorkOutcome:
-    """Work task ``index``: ``block @ rhs``, unless the job becomes decodable first."""
+    """Work task ``index``: ``block @ rhs``, unless the job becomes decodable first.
+
+    ``block`` and ``rhs`` are scaled by their `Scales` factors; a data block computed
+    directly (factor 0) gives a zero result at once.
+    """
     flag = _ClusterFlag(job, index, started)
-    delay = 0.0 if job.delays is None else float(job.delays[0, index])
-    outcome = _tasks.coded_product(block, rhs, flag, delay, job.panel_rows)
+    factor = scales.factor(job.sources[index])
+    delay = 0.0 if job.delays is None or factor == 0.0 else float(job.delays[0, index])
+    outcome = _tasks.coded_product(block, scales.rhs(rhs), flag, delay, job.panel_rows, factor)
+    if factor == 0.0 and outcome.value is not None:
+        outcome.value[:] = 0
     task = TaskRecord(
         index, "cancelled" if outcome.cancelled else "done", started=outcome.started - started,
         finished=outcome.finished - started, attempts=1, worker=outcome.worker,
@@ -258,10 +271,15 @@ def take_part(decoded: np.ndarray, index: int, col_start: int, col_stop: int) ->
     return decoded[index, :, col_start:col_stop]
 
 
-def join_parts(rows: int, *parts: np.ndarray) -> np.ndarray:
-    """An output block: its row parts from the panels, in order, cut to ``rows`` rows."""
+def join_parts(
+    scales: Scales, direct: np.ndarray | None, i: int, rows: int, col_start: int,
+    col_stop: int, dtype: np.dtype, *parts: np.ndarray,
+) -> np.ndarray:
+    """Output block ``i``: its row parts from the panels, in order (see `finish_block`)."""
+    if direct is not None:  # the parts are not used: don't join them
+        return _tasks.finish_block(direct, scales, direct, i, rows, col_start, col_stop, dtype)
     joined = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-    return joined[:rows]
+    return _tasks.finish_block(joined, scales, None, i, rows, col_start, col_stop, dtype)
 
 
 def panel_bounds(block_rows: int, columns: int, k: int, itemsize: int) -> list[int]:
@@ -273,11 +291,12 @@ def panel_bounds(block_rows: int, columns: int, k: int, itemsize: int) -> list[i
 
 def cluster_layer(
     layer: dict[Any, Any],
-    coded_keys: dict[int, Any],
+    encoded: EncodedBlocks,
     rhs_key: Any,
     row_chunks: tuple[int, ...],
     col_chunks: tuple[int, ...],
     dtype: np.dtype,
+    work_dtype: np.dtype,
     code: ErasureCode,
     delays: np.ndarray | None,
     panel_rows: int | None,
@@ -285,21 +304,28 @@ def cluster_layer(
     out_name: str,
     token: str,
 ) -> dict[Any, Any]:
-    """Add the work, result, decode and output tasks of a coded product to ``layer``."""
+    """Add the work, result, decode and output tasks of a coded product to ``layer``.
+
+    ``layer`` holds the encode tasks (``encoded``) and the ``polar-direct-<token>`` tasks.
+    """
     block_rows = max(row_chunks)
     columns = int(sum(col_chunks))
+    coded_keys = encoded.coded_keys
     job = ClusterJob(
-        token=token, code=code, coded=tuple(sorted(coded_keys)), block_rows=block_rows,
-        columns=columns, dtype=np.dtype(dtype), delays=delays, panel_rows=panel_rows,
-        timeout=timeout,
+        token=token, code=code, coded=tuple(sorted(coded_keys)), sources=encoded.sources,
+        block_rows=block_rows, columns=columns, dtype=np.dtype(work_dtype), delays=delays,
+        panel_rows=panel_rows, timeout=timeout,
     )
+    scales = TaskRef(encoded.scales_key)
     bounds = panel_bounds(block_rows, columns, code.k, job.dtype.itemsize)
     panels = len(bounds) - 1
     started = TaskRef(start_key := f"polar-start-{token}")
     layer[start_key] = Task(start_key, start, job)
     for j in job.coded:
         key = (job.work_name, j)
-        layer[key] = Task(key, work, job, started, j, TaskRef(coded_keys[j]), TaskRef(rhs_key))
+        layer[key] = Task(
+            key, work, job, started, scales, j, TaskRef(coded_keys[j]), TaskRef(rhs_key)
+        )
         for p in range(panels):
             part = (job.result_name, j, p)
             layer[part] = Task(
@@ -322,5 +348,8 @@ def cluster_layer(
                 )
                 parts.append(TaskRef(key))
             out = (out_name, i, c)
-            layer[out] = Task(out, join_parts, rows, *parts)
+            layer[out] = Task(
+                out, join_parts, scales, TaskRef((f"polar-direct-{token}", i)), i, rows,
+                col_bounds[c], col_bounds[c + 1], dtype, *parts,
+            )
     return layer

@@ -11,28 +11,61 @@ from ..codes import ErasureCode, PolarCode
 from ..executors import WorkOutcome, open_backend, run_early_completion
 from ..executors.cooperative import CooperativeTask
 from ..jobs import JobRecord
+from ._scaling import Scales
 
 __all__ = [
-    "CodedJobSpec", "add", "combine", "pad_rows", "coded_product", "drive", "run_coded_product",
-    "take",
+    "CodedJobSpec", "add", "combine", "pad_rows", "coded_product", "direct_product", "drive",
+    "finish_block", "run_coded_product", "take",
 ]
 
+def _terms(
+    scales: Scales, sources: tuple[int, ...], blocks: tuple[np.ndarray, ...],
+    coefficients: Any = None,
+) -> list[np.ndarray]:
+    """The blocks an encode task sums, each times its coefficient and its data block's scale
+    factor; data blocks marked for direct computation (factor 0) are left out."""
+    terms = []
+    for t, (source, block) in enumerate(zip(sources, blocks)):
+        factor = scales.factor(source) * (1.0 if coefficients is None else coefficients[t])
+        if factor == 1.0:
+            terms.append(block)
+        elif factor != 0.0:
+            terms.append(block * np.asarray(factor, dtype=block.dtype))
+    return terms
 
 
-def add(first: np.ndarray, *others: np.ndarray) -> np.ndarray:
-    """The sum of the blocks: one output of a (radix-2**s) butterfly stage."""
-    out = first + others[0]
-    for block in others[1:]:
+def _sum(terms: list[np.ndarray], like: np.ndarray) -> np.ndarray:
+    if not terms:
+        return np.zeros_like(like)
+    if len(terms) == 1:
+        return terms[0]
+    out = terms[0] + terms[1]
+    for block in terms[2:]:
         out += block
     return out
 
 
-def combine(coefficients: np.ndarray, *blocks: np.ndarray) -> np.ndarray:
-    """``sum_i coefficients[i] * blocks[i]`` (an encoded block of a dense code)."""
-    out = coefficients[0] * blocks[0]
-    for c, block in zip(coefficients[1:], blocks[1:]):
-        out += c * block
-    return out.astype(np.result_type(*blocks), copy=False)
+def add(scales: Scales, sources: tuple[int, ...], *blocks: np.ndarray) -> np.ndarray:
+    """The sum of the blocks: one output of a (radix-2**s) butterfly stage.
+
+    ``sources[t]`` is the data block that ``blocks[t]`` is (scaled by `Scales` first), or -1
+    for an already encoded intermediate.
+    """
+    return _sum(_terms(scales, sources, blocks), blocks[0])
+
+
+def combine(
+    coefficients: np.ndarray, scales: Scales, sources: tuple[int, ...], *blocks: np.ndarray
+) -> np.ndarray:
+    """``sum_t coefficients[t] * blocks[t]`` (an encoded block of a dense code); the data
+    blocks ``sources`` are scaled as in `add`."""
+    return _sum(_terms(scales, sources, blocks, coefficients), blocks[0])
+
+
+def direct_product(scales: Scales, index: int, block: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """Data block ``index``'s product computed directly, where coding cannot be exact (a
+    non-finite value in the block or in ``B``); None otherwise (the usual case, no work)."""
+    return None if scales.coded(index) else block @ b
 
 
 def pad_rows(block: np.ndarray, rows: int, dtype: np.dtype | None = None) -> np.ndarray:
@@ -48,17 +81,23 @@ def pad_rows(block: np.ndarray, rows: int, dtype: np.dtype | None = None) -> np.
     return out
 
 
-def coded_product(x: np.ndarray, b: np.ndarray, flag: Any, delay: float, panel_rows: int | None) -> WorkOutcome:
-    """The work of one coded task: ``x @ b``, stopping early once ``flag`` is set.
+def coded_product(
+    x: np.ndarray, b: np.ndarray, flag: Any, delay: float, panel_rows: int | None,
+    factor: float = 1.0,
+) -> WorkOutcome:
+    """The work of one coded task: ``(factor * x) @ b``, stopping early once ``flag`` is set.
 
     Cancelling never interrupts running Python, so the task polls ``flag`` while it waits out
-    an injected straggler ``delay`` and between row panels of the product.
+    an injected straggler ``delay`` and between row panels of the product. ``factor`` is
+    the scale factor of a data block used as a coded block as it is (see `Scales`).
     """
     task = CooperativeTask(flag)
     if task.sleep(delay):
         return task.stopped()
     rows = x.shape[0]
     out = np.empty((rows, b.shape[1]), dtype=np.result_type(x.dtype, b.dtype))
+    if factor != 1.0:  # only for mixed magnitudes; a power of two, so exact
+        b = b * np.asarray(factor, dtype=b.dtype)
     step = panel_rows or max(1, -(-rows // 8))
     for lo in range(0, rows, step):
         if task.cancelled():
@@ -74,6 +113,7 @@ class CodedJobSpec:
     token: str
     code: ErasureCode
     coded_keys: dict[int, Any]  # coded index -> graph key of its block (absent: zero block)
+    sources: dict[int, int]  # coded index -> the data block it is as it is, or -1 (see Scales)
     rhs_key: Any
     block_rows: int
     dtype: np.dtype
@@ -86,18 +126,20 @@ class CodedJobSpec:
     executor: Any = None
 
 
-def drive(spec: CodedJobSpec, b: np.ndarray, *coded: np.ndarray) -> np.ndarray:
+def drive(spec: CodedJobSpec, scales: Scales, b: np.ndarray, *coded: np.ndarray) -> np.ndarray:
     """The driving task of a coded product in a graph: run it where the graph runs.
 
-    Returns the ``(k, block_rows, q)`` decoded products of the data blocks.
+    Returns the ``(k, block_rows, q)`` decoded products of the (scaled) data blocks.
     """
     values = dict(zip(spec.coded_keys, coded))
+    rhs = scales.rhs(b)
     with open_backend(spec.executor, spec.local_workers or spec.code.n) as backend:
         return run_coded_product(
             spec.code,
             backend,
             {j: backend.reference(spec.coded_keys[j], v) for j, v in values.items()},
-            backend.reference(spec.rhs_key, b),
+            backend.reference(spec.rhs_key if rhs is b else None, rhs),
+            factors={j: scales.factor(spec.sources[j]) for j in values},
             result_shape=(spec.block_rows, b.shape[1]),
             dtype=spec.dtype,
             token=spec.token,
@@ -115,6 +157,7 @@ def run_coded_product(
     coded_refs: dict[int, Any],
     rhs_ref: Any,
     *,
+    factors: dict[int, float] | None = None,
     result_shape: tuple[int, int],
     dtype: np.dtype,
     token: str,
@@ -127,10 +170,13 @@ def run_coded_product(
     """Run ``X_j @ B`` for the coded blocks in ``coded_refs`` and decode early.
 
     Coded indices missing from ``coded_refs`` are identically zero blocks: their results
-    (zeros of ``result_shape``) are known without work. Returns ``(k, *result_shape)``.
+    (zeros of ``result_shape``) are known without work, as are those of blocks whose scale
+    factor in ``factors`` is 0 (computed directly, see `Scales`). Returns
+    ``(k, *result_shape)``.
     """
+    factors = factors or {}
     zero = np.zeros(result_shape, dtype=dtype)
-    known = {j: zero for j in range(code.n) if j not in coded_refs}
+    known = {j: zero for j in range(code.n) if j not in coded_refs or factors.get(j) == 0.0}
     record = JobRecord(
         token=token,
         code=repr(code),
@@ -144,7 +190,8 @@ def run_coded_product(
     def make_task(j: int, attempt: int, flag: Any):
         # a re-run or backup copy goes to another worker: a fresh draw of its delay
         delay = 0.0 if delays is None else float(delays[min(attempt, 1), j])
-        return coded_product, (coded_refs[j], rhs_ref, flag, delay, panel_rows)
+        factor = factors.get(j, 1.0)
+        return coded_product, (coded_refs[j], rhs_ref, flag, delay, panel_rows, factor)
 
     return run_early_completion(
         code, backend, make_task, record=record, result_shape=result_shape, dtype=dtype,
@@ -152,6 +199,21 @@ def run_coded_product(
     )
 
 
-def take(decoded: np.ndarray, i: int, rows: int, col_start: int, col_stop: int) -> np.ndarray:
-    """Output block: the first ``rows`` rows of data block ``i``, columns ``col_start:col_stop``."""
-    return decoded[i, :rows, col_start:col_stop]
+def finish_block(
+    value: np.ndarray, scales: Scales, direct: np.ndarray | None, i: int, rows: int,
+    col_start: int, col_stop: int, dtype: np.dtype,
+) -> np.ndarray:
+    """Output block ``i``: its decoded ``value`` (already cut to its columns) at its own
+    scale, or its direct product where coding could not be exact; ``rows`` rows, ``dtype``."""
+    if direct is not None:
+        return direct[:rows, col_start:col_stop].astype(dtype, copy=False)
+    return scales.unscale(i, value[:rows], dtype)
+
+
+def take(
+    decoded: np.ndarray, scales: Scales, direct: np.ndarray | None, i: int, rows: int,
+    col_start: int, col_stop: int, dtype: np.dtype,
+) -> np.ndarray:
+    """Output block: rows ``:rows`` of data block ``i``, columns ``col_start:col_stop``."""
+    value = decoded[i, :, col_start:col_stop]
+    return finish_block(value, scales, direct, i, rows, col_start, col_stop, dtype)

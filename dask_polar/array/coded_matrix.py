@@ -9,6 +9,7 @@ S3 objects for the Lambda executor), so each product moves only the vector and t
 from __future__ import annotations
 
 import itertools
+import math
 import weakref
 from typing import Any
 
@@ -24,6 +25,7 @@ from ..codes import ErasureCode
 from ..executors.local import ExecutorBackend, ThreadBackend
 from ..jobs import JobRecord, find_job
 from . import _tasks
+from ._scaling import Scales, block_stats, work_dtype
 from .matmul import CodedOptions, _as_matrix, _split, _straggler_delays, encode_layer
 
 __all__ = ["CodedMatrix"]
@@ -93,14 +95,26 @@ class CodedMatrix:
         rows = source.rechunk((self._row_chunks, (p,)))
         token = tokenize(rows.name, repr(self.code), getattr(self.code, "info_set", None))
         self._token = token
-        layer, coded_keys = encode_layer(
-            [[(rows.name, i, 0)] for i in range(k)], self._row_chunks, self.code, token
+        self._work = work_dtype(source.dtype)
+        prepared = encode_layer(
+            [[(rows.name, i, 0)] for i in range(k)], self._row_chunks, self.code, token,
+            work=self._work, inner=p, cast=self._work != source.dtype,
         )
+        layer, coded_keys = prepared.layer, prepared.coded_keys
         name = f"polar-coded-{token}"
         for j, key in coded_keys.items():  # one key per coded block, in a layer of ours
             layer[(name, j)] = Alias((name, j), key)
+        layer[(name, "scales")] = Alias((name, "scales"), prepared.scales_key)
         graph = HighLevelGraph.from_collections(name, layer, [rows])
         encoded = [Delayed((name, j), graph, layer=name) for j in coded_keys]
+        self._scales: Scales = dask.compute(Delayed((name, "scales"), graph, layer=name))[0]
+        if not self._scales.a.all():
+            bad = np.flatnonzero(self._scales.a == 0).tolist()
+            raise ValueError(
+                f"A has NaN or infinite values in row block(s) {bad}; a CodedMatrix cannot "
+                "code them (use A @ x, or coded_matmul, which computes such blocks directly)"
+            )
+        self._sources = prepared.sources
 
         self._client = None
         if self.options.executor is None:
@@ -143,6 +157,11 @@ class CodedMatrix:
         if x.ndim not in (1, 2) or x.shape[0] != self.shape[1]:
             raise ValueError(f"x must have shape ({self.shape[1]},) or ({self.shape[1]}, r), got {x.shape}")
         rhs = x.reshape(self.shape[1], -1)
+        exponent, finite = block_stats(rhs)
+        if not finite:
+            raise ValueError("x has NaN or infinite values; a CodedMatrix cannot code them")
+        rhs_scale = Scales(np.ones(0), math.ldexp(1.0, -exponent) if exponent else 1.0)
+        rhs = rhs_scale.rhs(rhs).astype(np.result_type(self._work, rhs.dtype), copy=False)
         call = next(self._calls)
         delays = _straggler_delays(self.options.stragglers, self.code.n, self.options.seed + call)
         decoded = _tasks.run_coded_product(
@@ -150,8 +169,9 @@ class CodedMatrix:
             self._backend,
             self._refs,
             self._backend.reference(None, rhs),
+            factors={j: self._scales.factor(self._sources[j]) for j in self._refs},
             result_shape=(max(self._row_chunks), rhs.shape[1]),
-            dtype=np.result_type(self.dtype, rhs.dtype),
+            dtype=rhs.dtype,
             token=f"{self._token}-{call}",
             delays=delays,
             retries=self.options.retries,
@@ -159,7 +179,11 @@ class CodedMatrix:
             timeout=self.options.timeout,
             panel_rows=self.options.panel_rows,
         )
-        out = np.concatenate([decoded[i, :rows] for i, rows in enumerate(self._row_chunks)])
+        out_dtype = np.result_type(self.dtype, x.dtype)
+        out = np.concatenate([
+            Scales(self._scales.a, rhs_scale.b).unscale(i, decoded[i, :rows], out_dtype)
+            for i, rows in enumerate(self._row_chunks)
+        ])
         return out[:, 0] if x.ndim == 1 else out
 
     __matmul__ = matmul

@@ -27,8 +27,11 @@ from ..codes import (
 from ..codes._base import check_dtype
 from . import _tasks
 from ._cluster import cluster_layer
+from ._scaling import block_stats, job_scales, work_dtype
 
-__all__ = ["CodedOptions", "coded_matmul", "encode_layer", "make_code", "product_layer"]
+__all__ = [
+    "CodedOptions", "EncodedBlocks", "coded_matmul", "encode_layer", "make_code", "product_layer",
+]
 
 CODE_NAMES = ("polar", "mds", "replication", "uncoded", "local-product")
 LAYOUTS = ("auto", "cluster", "driver")
@@ -338,7 +341,7 @@ def coded_matmul(
         [[(A2.name, i, 0)] for i in range(len(row_chunks))],
         [[(B2.name, 0, c) for c in range(B2.numblocks[1])]],
         row_chunks, B2.chunks[1], dtype, the_code, delays, options, out_name, token,
-        a_dtype=A.dtype,
+        a_dtype=A.dtype, inner=A.shape[1],
     )
     # Dask's own retries re-run a failed task (cluster layout: the work tasks) on a cluster
     layer = MaterializedLayer(layer, annotations={"retries": options.retries})
@@ -349,25 +352,57 @@ def coded_matmul(
     return result
 
 
+@dataclass
+class EncodedBlocks:
+    """The encode tasks of a coded product and what the later tasks need to find.
+
+    Attributes
+    ----------
+    layer : dict
+        The tasks: data block preparation, block statistics, scale factors, encoding.
+    coded_keys : dict of int -> key
+        Coded index -> key of its block; identically zero coded blocks have none.
+    sources : dict of int -> int
+        Coded index -> the data block it is as it is (its work task applies the block's
+        scale factor), or -1 for a sum.
+    data_keys : list of key
+        The prepared data blocks (padded, cast to the work dtype).
+    scales_key : str
+        The key of the job's `Scales`.
+    """
+
+    layer: dict[Any, Task]
+    coded_keys: dict[int, Any]
+    sources: dict[int, int]
+    data_keys: list[Any]
+    scales_key: str
+
+
 def encode_layer(
     a_keys: list[list[Any]],
     row_chunks: tuple[int, ...],
     code: ErasureCode,
     token: str,
     *,
-    dtype: np.dtype | None = None,
-) -> tuple[dict[Any, Task], dict[int, Any]]:
-    """Tasks that encode ``A``'s row blocks; returns them and coded index -> block key.
+    work: np.dtype,
+    inner: int,
+    cast: bool = True,
+    rhs_key: Any = None,
+    stages_per_task: int = STAGES_PER_TASK,
+) -> EncodedBlocks:
+    """Tasks that encode ``A``'s row blocks (see `EncodedBlocks`).
 
     ``a_keys[i][j]`` is the key of ``A``'s block ``(i, j)``; a row block chunked along the
     inner axis is concatenated first, and shorter blocks are padded with zero rows so that
-    all coded blocks share one shape. With ``dtype`` (the product's dtype, when ``A``'s
-    differs or is unknown) the blocks are cast to it before encoding: the butterfly's sums
-    must be taken in the product's dtype (summing bool blocks is an OR, integer blocks
-    wrap, float32 blocks round a float64 product). Identically zero coded blocks have no key.
+    all coded blocks share one shape. With ``cast`` the blocks are cast to the ``work``
+    dtype first: the butterfly's sums must be taken in the product's dtype (summing bool
+    blocks is an OR, integer blocks wrap, float32 blocks round a float64 product). Each
+    block's magnitude is measured where it lives, and one small task derives the scale
+    factors (`dask_polar.array._scaling`) from them and, given ``rhs_key``, from ``B``'s.
     """
     layer: dict[Any, Task] = {}
     block_rows = max(row_chunks)
+    dtype = work if cast else None
     data_keys = []
     for i, (row, rows) in enumerate(zip(a_keys, row_chunks)):
         key = row[0]
@@ -375,16 +410,30 @@ def encode_layer(
             key = (f"polar-rows-{token}", i)
             layer[key] = Task(key, np.concatenate, List(*map(TaskRef, row)), axis=1, dtype=dtype)
         elif dtype is not None and rows == block_rows:
-            cast = (f"polar-cast-{token}", i)
-            layer[cast] = Task(cast, _tasks.pad_rows, TaskRef(key), block_rows, dtype)
-            key = cast
+            key_cast = (f"polar-cast-{token}", i)
+            layer[key_cast] = Task(key_cast, _tasks.pad_rows, TaskRef(key), block_rows, dtype)
+            key = key_cast
         if rows != block_rows:
             pad = (f"polar-pad-{token}", i)
             layer[pad] = Task(pad, _tasks.pad_rows, TaskRef(key), block_rows, dtype)
             key = pad
         data_keys.append(key)
-    coded_keys = _encode_graph(code, data_keys, f"polar-encode-{token}", layer)
-    return layer, coded_keys
+    stats_name = f"polar-stats-{token}"
+    for i, key in enumerate(data_keys):
+        layer[(stats_name, i)] = Task((stats_name, i), block_stats, TaskRef(key))
+    scales_key = f"polar-scales-{token}"
+    rhs_stats: Any = (None, True)
+    if rhs_key is not None:
+        rhs_stats = TaskRef(rhs_stats_key := f"polar-rhs-stats-{token}")
+        layer[rhs_stats_key] = Task(rhs_stats_key, block_stats, TaskRef(rhs_key))
+    layer[scales_key] = Task(
+        scales_key, job_scales, np.dtype(work), code.n, inner,
+        List(*[TaskRef((stats_name, i)) for i in range(len(data_keys))]), rhs_stats,
+    )
+    coded_keys, sources = _encode_graph(
+        code, data_keys, f"polar-encode-{token}", layer, TaskRef(scales_key), stages_per_task
+    )
+    return EncodedBlocks(layer, coded_keys, sources, data_keys, scales_key)
 
 
 def product_layer(
@@ -400,45 +449,64 @@ def product_layer(
     token: str,
     *,
     a_dtype: np.dtype | None,
+    inner: int,
 ) -> dict[Any, Task]:
     """The tasks of a coded product whose output blocks are ``(out_name, i, c)``.
 
     ``a_keys[i][j]`` and ``b_keys[j][c]`` are the keys of ``A``'s and ``B``'s blocks (row,
     inner and column block indices); ``A``'s row blocks are the ``k`` data blocks. ``dtype``
-    is the product's; ``a_dtype`` is ``A``'s (None if unknown): when they differ, ``A``'s
-    blocks are cast to ``dtype`` before encoding.
+    is the product's; ``a_dtype`` is ``A``'s (None if unknown): when it differs from the
+    work dtype (`work_dtype`), ``A``'s blocks are cast before encoding. ``inner`` is the
+    inner dimension. Where coding cannot be exact (non-finite values), a block's product is
+    computed directly (``polar-direct-*`` tasks, which return None in the usual case).
     """
-    cast = None if a_dtype is not None and np.dtype(a_dtype) == dtype else dtype
-    layer, coded_keys = encode_layer(a_keys, row_chunks, code, token, dtype=cast)
-    block_rows = max(row_chunks)
-
+    dtype = np.dtype(dtype)
+    work = work_dtype(dtype)
     rhs_key: Any = b_keys[0][0]
+    layer: dict[Any, Task] = {}
     if len(b_keys) > 1 or len(b_keys[0]) > 1:
         rhs_key = f"polar-rhs-{token}"
         grid = List(*[List(*map(TaskRef, row)) for row in b_keys])
         layer[rhs_key] = Task(rhs_key, np.block, grid)
-
-    if use_cluster_layout(options):
+    cluster = use_cluster_layout(options)
+    encoded = encode_layer(
+        a_keys, row_chunks, code, token, work=work, inner=inner,
+        cast=a_dtype is None or np.dtype(a_dtype) != work, rhs_key=rhs_key,
+        # on a cluster every butterfly input may sit on another worker: radix 2 moves least
+        stages_per_task=1 if cluster else STAGES_PER_TASK,
+    )
+    layer.update(encoded.layer)
+    scales = TaskRef(encoded.scales_key)
+    direct_name = f"polar-direct-{token}"
+    for i, key in enumerate(encoded.data_keys):
+        layer[(direct_name, i)] = Task(
+            (direct_name, i), _tasks.direct_product, scales, i, TaskRef(key), TaskRef(rhs_key)
+        )
+    if cluster:
         return cluster_layer(
-            layer, coded_keys, rhs_key, row_chunks, col_chunks, dtype, code, delays,
+            layer, encoded, rhs_key, row_chunks, col_chunks, dtype, work, code, delays,
             options.panel_rows, options.timeout, out_name, token,
         )
+    block_rows = max(row_chunks)
     spec = _tasks.CodedJobSpec(
-        token=token, code=code, coded_keys=coded_keys, rhs_key=rhs_key,
-        block_rows=block_rows, dtype=dtype, delays=delays, retries=options.retries,
-        backup=options.backup, timeout=options.timeout, local_workers=options.local_workers,
-        panel_rows=options.panel_rows, executor=options.executor,
+        token=token, code=code, coded_keys=encoded.coded_keys, sources=encoded.sources,
+        rhs_key=rhs_key, block_rows=block_rows, dtype=work, delays=delays,
+        retries=options.retries, backup=options.backup, timeout=options.timeout,
+        local_workers=options.local_workers, panel_rows=options.panel_rows,
+        executor=options.executor,
     )
     decode_key = f"polar-decode-{token}"
     layer[decode_key] = Task(
-        decode_key, _tasks.drive, spec, TaskRef(rhs_key), *map(TaskRef, coded_keys.values())
+        decode_key, _tasks.drive, spec, scales, TaskRef(rhs_key),
+        *map(TaskRef, encoded.coded_keys.values()),
     )
     col_bounds = np.concatenate([[0], np.cumsum(col_chunks)]).astype(int).tolist()
     for i, rows in enumerate(row_chunks):
         for c in range(len(col_chunks)):
             key = (out_name, i, c)
             layer[key] = Task(
-                key, _tasks.take, TaskRef(decode_key), i, rows, col_bounds[c], col_bounds[c + 1]
+                key, _tasks.take, TaskRef(decode_key), scales, TaskRef((direct_name, i)), i,
+                rows, col_bounds[c], col_bounds[c + 1], dtype,
             )
     return layer
 
@@ -492,22 +560,28 @@ def _straggler_delays(stragglers: Any, n: int, seed: int) -> np.ndarray | None:
 
 
 def _encode_graph(
-    code: ErasureCode, data_keys: list[Any], name: str, layer: dict[Any, Task]
-) -> dict[int, Any]:
-    """Add the encode tasks to ``layer``; return coded index -> key (zero blocks left out)."""
+    code: ErasureCode,
+    data_keys: list[Any],
+    name: str,
+    layer: dict[Any, Task],
+    scales: TaskRef,
+    stages_per_task: int,
+) -> tuple[dict[int, Any], dict[int, int]]:
+    """Add the encode tasks to ``layer``; return coded index -> key (zero blocks left out)
+    and coded index -> the data block it is as it is (or -1)."""
     if isinstance(code, PolarCode):
-        # The butterfly x[a] += x[a + half], STAGES_PER_TASK stages at a time: one task sums
+        # The butterfly x[a] += x[a + half], stages_per_task stages at a time: one task sums
         # the inputs that agree with its output outside the stages' bits and are a bitwise
-        # superset inside them. Fewer dependent stages means fewer scheduler round trips;
-        # zero blocks stay symbolic (no task).
-        current: list[Any] = [None] * code.n
+        # superset inside them. Fewer dependent stages means fewer scheduler round trips,
+        # more inputs per task more transfers; zero blocks stay symbolic (no task).
+        current: list[tuple[Any, int] | None] = [None] * code.n
         for i, position in enumerate(code.info_set):
-            current[position] = data_keys[i]
+            current[position] = (data_keys[i], i)
         depth = code.n.bit_length() - 1
-        for stage, top in enumerate(range(depth, 0, -STAGES_PER_TASK)):
-            low = max(top - STAGES_PER_TASK, 0)
+        for stage, top in enumerate(range(depth, 0, -stages_per_task)):
+            low = max(top - stages_per_task, 0)
             bits = ((1 << top) - 1) ^ ((1 << low) - 1)  # the chunk's bits of the index
-            following: list[Any] = []
+            following: list[tuple[Any, int] | None] = []
             for j in range(code.n):
                 inner = j & bits
                 terms = [
@@ -515,23 +589,31 @@ def _encode_graph(
                     for sup in range(inner, bits + 1)
                     if sup & bits == sup and sup & inner == inner
                 ]
-                terms = [key for key in terms if key is not None]
+                terms = [term for term in terms if term is not None]
                 if len(terms) <= 1:
                     following.append(terms[0] if terms else None)
                     continue
                 key = (name, stage, j)
-                layer[key] = Task(key, _tasks.add, *map(TaskRef, terms))
-                following.append(key)
+                sources = tuple(source for _, source in terms)
+                layer[key] = Task(
+                    key, _tasks.add, scales, sources, *(TaskRef(k) for k, _ in terms)
+                )
+                following.append((key, -1))
             current = following
-        return {j: key for j, key in enumerate(current) if key is not None}
-    coded: dict[int, Any] = {}
+        coded = {j: term for j, term in enumerate(current) if term is not None}
+        return {j: key for j, (key, _) in coded.items()}, {j: s for j, (_, s) in coded.items()}
+    keys: dict[int, Any] = {}
+    sources: dict[int, int] = {}
     generator = code.generator
     for j, row in enumerate(generator):
         used = np.flatnonzero(row)
         if used.size == 1 and row[used[0]] == 1:
-            coded[j] = data_keys[used[0]]
+            keys[j], sources[j] = data_keys[used[0]], int(used[0])
         elif used.size:
             key = (name, j)
-            layer[key] = Task(key, _tasks.combine, row[used], *[TaskRef(data_keys[i]) for i in used])
-            coded[j] = key
-    return coded
+            layer[key] = Task(
+                key, _tasks.combine, row[used], scales, tuple(int(i) for i in used),
+                *[TaskRef(data_keys[i]) for i in used],
+            )
+            keys[j], sources[j] = key, -1
+    return keys, sources

@@ -200,8 +200,10 @@ def _coded_layer(
     tasks = product_layer(
         a_keys, b_keys, tuple(row_chunks), tuple(col_chunks), np.dtype(out_ann["dtype"]),
         code, delays, options, out_name, token,
-        a_dtype=a_dtype,
+        a_dtype=a_dtype, inner=int(sum(layer.collection_annotations["chunks"][1])),
     )
+    # Dask's own retries re-run a failed task on a cluster; the user's annotations win
+    annotations = {"retries": options.retries, **(annotations or {})}
     return MaterializedLayer(tasks, annotations=annotations, collection_annotations=out_ann)
 
 
