@@ -443,7 +443,7 @@ class InProcessFunctions(cf.ThreadPoolExecutor):
         super().__init__(4)
         self.faults = dict(faults or {})
         self.submitted = 0
-        self.stats = collections.Counter()
+        self.stats = collections.Counter()  # what the decode step counted
 
     def submit(self, fn, /, *args):
         number, self.submitted = self.submitted, self.submitted + 1
@@ -452,8 +452,12 @@ class InProcessFunctions(cf.ThreadPoolExecutor):
             return super().submit(_raise, fault)
         return super().submit(_run_pickled, cloudpickle.dumps((fn, args)))
 
-    def _count(self, **amounts):
-        self.stats.update(amounts)
+
+def decoding(functions, store, release=lambda: None):
+    """The decode step of a job kept in ``store``, run by ``functions``."""
+    return results.FunctionDecode(
+        functions, store, retries=2, release=release, count=functions.stats.update
+    )
 
 
 def _raise(exc):
@@ -497,7 +501,7 @@ def test_results_stay_in_s3_and_functions_decode_them_by_panels(s3, kept):
     # the whole product through the decode step; results known without work travel as
     # their rows (zeros as None)
     functions = InProcessFunctions()
-    decode = results.FunctionDecode(functions, store, retries=2, release=lambda: None)
+    decode = decoding(functions, store)
     np.testing.assert_allclose(decode.decode(code, used), expected)
     assert functions.submitted == 4 and functions.stats["decode_panels"] == 4
     known = dict(used)
@@ -529,7 +533,7 @@ def test_tampered_result_is_a_precise_error_not_a_wrong_array(s3, kept):
     with pytest.raises(PayloadRejectedError, match=r"rows 2:5 of .* got 0 bytes, expected 72"):
         results.decode_panel(store, code, 1, {5: (key, receipts[5].digests[1])})
     functions = InProcessFunctions()
-    decode = results.FunctionDecode(functions, store, retries=2, release=lambda: None)
+    decode = decoding(functions, store)
     with pytest.raises(RemoteDecodeError, match=r"panel \d \(rows \d+:\d+\) failed after 1 "
                        r"attempt\(s\): PayloadRejectedError") as info:
         decode.decode(code, receipts)
@@ -541,14 +545,14 @@ def test_a_failing_decode_function_is_retried_then_raises(s3, kept):
     crash = LambdaCrashError("f", "Runtime exited", error_type="Runtime.ExitError")
     functions = InProcessFunctions({0: crash, 2: LambdaTimeoutError("f", "timed out")})
     closed = []
-    decode = results.FunctionDecode(functions, store, retries=2, release=lambda: closed.append(1))
+    decode = decoding(functions, store, release=lambda: closed.append(1))
     np.testing.assert_allclose(decode.decode(code, receipts), expected)
     assert functions.submitted == 6 and functions.stats["decode_retries"] == 2
     decode.close()
     decode.close()
     assert closed == [1]  # released once
     functions = InProcessFunctions({None: crash})
-    decode = results.FunctionDecode(functions, store, retries=2, release=lambda: None)
+    decode = decoding(functions, store)
     with pytest.raises(RemoteDecodeError, match=r"after 3 attempt\(s\): LambdaCrashError") as info:
         decode.decode(code, receipts)
     assert info.value.attempts == 3 and isinstance(info.value.__cause__, LambdaCrashError)
@@ -558,7 +562,7 @@ def test_a_failing_decode_function_is_retried_then_raises(s3, kept):
 def test_a_malformed_decoded_panel_is_an_error(s3, kept, monkeypatch):
     code, store, receipts, _ = kept
     monkeypatch.setattr(results, "decode_panel", lambda *args: np.zeros((4, 1, 3)))
-    decode = results.FunctionDecode(InProcessFunctions(), store, retries=2, release=lambda: None)
+    decode = decoding(InProcessFunctions(), store)
     with pytest.raises(RemoteDecodeError, match=r"malformed panel: shape \(4, 1, 3\)"):
         decode.decode(code, receipts)
 

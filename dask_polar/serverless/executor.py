@@ -530,7 +530,10 @@ class LambdaExecutor(cf.Executor):
                 raise ValueError(f"flag must be a running job's flag of this executor, got {flag!r}")
             job.outstanding += 1  # a hold, as if an invocation were in flight
         store = S3ResultStore(self.bucket, job.prefix, result_shape, dtype, splits, s3=self._s3)
-        return FunctionDecode(self, store, config.DECODE_RETRIES, lambda: self._leave(job))
+        return FunctionDecode(
+            self, store, retries=config.DECODE_RETRIES, release=lambda: self._leave(job),
+            count=self._count,
+        )
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no invocation is in flight and all pending S3 deletions are done.

@@ -266,15 +266,20 @@ class FunctionDecode:
         crashes, throttling, connection errors).
     release : callable
         Called once by `close`.
+    count : callable, optional
+        ``count(decode_panels=..., decode_retries=...)`` records what the decode did (the
+        executor's ``stats``).
     """
 
     receipt_type = ResultReceipt
 
     def __init__(
-        self, executor: Any, store: S3ResultStore, retries: int, release: Callable[[], None]
+        self, executor: Any, store: S3ResultStore, *, retries: int,
+        release: Callable[[], None], count: Callable[..., None] | None = None,
     ) -> None:
         self.executor, self.store, self.retries = executor, store, retries
         self._release: Callable[[], None] | None = release
+        self._count = count if count is not None else (lambda **amounts: None)
 
     def task(self, fn: Callable[..., WorkOutcome], args: tuple, key: Any) -> tuple:
         """The work task ``fn(*args)`` that keeps its value in S3 and returns a receipt."""
@@ -320,7 +325,7 @@ class FunctionDecode:
         out = np.empty((code.k, *store.shape), dtype=store.dtype)
         attempts = dict.fromkeys(range(panels), 1)
         pending = {submit(p): p for p in range(panels)}
-        self.executor._count(decode_panels=panels)
+        self._count(decode_panels=panels)
         try:
             while pending:
                 done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
@@ -335,7 +340,7 @@ class FunctionDecode:
                                 panel, (lo, hi), attempts[panel], f"{type(exc).__name__}: {exc}"
                             ) from exc
                         attempts[panel] += 1
-                        self.executor._count(decode_retries=1)
+                        self._count(decode_retries=1)
                         pending[submit(panel)] = panel
                         continue
                     expected = (code.k, hi - lo, *store.shape[1:])
