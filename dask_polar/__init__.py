@@ -5,7 +5,7 @@ from __future__ import annotations
 from . import blackbox, codes, config, jobs, linear_model
 from .array import CodedMatrix, coded, coded_matmul, disable, enable, enabled, optimize
 from .diagnostics import ProgressBar
-from .exceptions import CodedJobError, CodedJobTimeout, NotDecodableError
+from .exceptions import CodedJobError, CodedJobTimeout, NotDecodableError, RemoteDecodeError
 from .jobs import JobCallback, JobRecord, last_job
 
 __version__ = "0.1.0.dev0"
@@ -18,6 +18,7 @@ __all__ = [
     "JobRecord",
     "NotDecodableError",
     "ProgressBar",
+    "RemoteDecodeError",
     "__version__",
     "blackbox",
     "codes",

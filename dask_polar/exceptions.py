@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["NotDecodableError", "CodedJobError", "CodedJobTimeout"]
+__all__ = ["NotDecodableError", "CodedJobError", "CodedJobTimeout", "RemoteDecodeError"]
 
 
 class NotDecodableError(ValueError):
@@ -144,3 +144,43 @@ class CodedJobTimeout(CodedJobError):
             type(self),
             (self.token, self.timeout, self.pending, self.failures, self.received, self.needed),
         )
+
+
+class RemoteDecodeError(RuntimeError):
+    """A decode task that ran remotely (a Lambda function decoding one row panel) failed.
+
+    Raised after its retries, or at once for a failure a retry cannot change (a rejected
+    payload, refused S3 credentials, a result object that does not match its digest, a
+    malformed panel); the task's own exception is the ``__cause__``. The job returns no
+    array: the other panels are discarded.
+
+    Parameters
+    ----------
+    panel : int
+        The panel's number.
+    rows : tuple of int
+        Its rows ``(start, stop)`` of every data block's result.
+    attempts : int
+        Invocations made for it.
+    error : str
+        The last error (type and message).
+
+    Attributes
+    ----------
+    panel, attempts : int
+    rows : tuple of int
+    error : str
+    """
+
+    def __init__(self, panel: int, rows: tuple[int, int], attempts: int, error: str) -> None:
+        self.panel = int(panel)
+        self.rows = (int(rows[0]), int(rows[1]))
+        self.attempts = int(attempts)
+        self.error = str(error)
+        super().__init__(
+            f"decode task of panel {self.panel} (rows {self.rows[0]}:{self.rows[1]}) failed "
+            f"after {self.attempts} attempt(s): {self.error}"
+        )
+
+    def __reduce__(self):
+        return (type(self), (self.panel, self.rows, self.attempts, self.error))

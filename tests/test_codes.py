@@ -290,3 +290,23 @@ def test_launch_order_starts_with_a_decodable_set(make):
 def test_polar_launch_order_is_decodable_at_k_for_larger_codes(n, k):
     code = PolarCode(n, k)
     assert code.min_results(code.launch_order()) == k
+
+
+@code_params
+def test_tracker_agrees_with_the_decoder(make):
+    # the value-free tracker (results kept remotely) stops where the decoder stops, on the same set
+    code = make()
+    order = np.random.default_rng(1).permutation(code.n)
+    tracker, decoder = code.tracker(), code.decoder()
+    blocks = code.encode(np.ones((code.k, 2)))
+    for count, j in enumerate(order.tolist(), start=1):
+        assert tracker.update([j, j]) == decoder.add(j, blocks[j])
+        if tracker.decodable:
+            break
+    assert count == code.min_results(order) and tracker.received == decoder.received == count
+    np.testing.assert_array_equal(tracker.used, decoder.mask)
+    tracker.update(order[count:].tolist())  # later arrivals do not change the decodable set
+    assert tracker.used.sum() == count and tracker.missing() == ()
+    with pytest.raises(ValueError, match=r"index must be in \[0, "):
+        code.tracker().update([code.n])
+    assert isinstance(code.tracker().not_decodable(), NotDecodableError)

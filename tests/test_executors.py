@@ -203,3 +203,80 @@ class TestRetries:
         np.testing.assert_allclose(out, expected, atol=1e-10)
         record = dask_polar.last_job()
         assert record.retries == 0 and record.tasks[0].status == "failed"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Receipt:
+    key: int
+    shape: tuple
+    dtype: np.dtype
+
+
+def _keep(store, fn, *args):
+    outcome = fn(*args)
+    value = outcome.value
+    if not isinstance(value, np.ndarray):
+        return outcome
+    key = len(store)
+    store[key] = value
+    return dataclasses.replace(outcome, value=_Receipt(key, value.shape, value.dtype))
+
+
+class _MemoryResults:
+    """A `RemoteResults` keeping values in a dict (as the Lambda executor keeps them in S3)."""
+
+    receipt_type = _Receipt
+
+    def __init__(self):
+        self.store, self.decoded_from, self.closed = {}, None, 0
+
+    def task(self, fn, args, key):
+        return _keep, (self.store, fn, *args)
+
+    def decode(self, code, results):
+        self.decoded_from = sorted(results)
+        values = {j: self.store[r.key] if isinstance(r, _Receipt) else r for j, r in results.items()}
+        return code.decode(values)
+
+    def close(self):
+        self.closed += 1
+
+
+class KeepingBackend(FaultyBackend):
+    def __init__(self, faults):
+        super().__init__(faults)
+        self.kept = _MemoryResults()
+
+    def remote_results(self, code, flag, result_shape, dtype):
+        assert flag is self.flag and result_shape == (ROWS, Q)
+        return self.kept
+
+
+class TestRemoteResults:
+    """Backends that keep results where they ran: the same loop, decode by the backend."""
+
+    def test_decodes_remotely_from_the_set_that_was_decodable(self):
+        code = PolarCode(8, 4)
+        # a receipt of another shape is an erasure, as a value would be
+        backend = KeepingBackend({(1, 0): lambda r: dataclasses.replace(r, shape=(5, 3))})
+        out, expected = run(code, {}, backend=backend)
+        np.testing.assert_allclose(out, expected, atol=1e-10)
+        record = dask_polar.last_job()
+        assert backend.kept.decoded_from == record.used and 1 not in record.used
+        assert "malformed result: shape (5, 3)" in record.tasks[1].error
+        assert backend.kept.closed == 1
+
+    def test_released_when_the_job_fails(self):
+        backend = KeepingBackend({(0, None): "fail"})
+        with pytest.raises(CodedJobError):
+            run(UncodedCode(4), {}, backend=backend, retries=0)
+        assert backend.kept.closed == 1 and backend.kept.decoded_from is None
+
+    def test_a_value_where_a_receipt_is_expected_is_malformed(self):
+        backend = KeepingBackend({})
+        backend.kept.task = lambda fn, args, key: (
+            (fn, args) if key[1] == 2 else (_keep, (backend.kept.store, fn, *args))
+        )
+        with pytest.raises(CodedJobError, match=r"task 2: malformed result: a ndarray, expected "
+                           r"a _Receipt of shape \(6, 3\)"):
+            run(UncodedCode(4), {}, backend=backend, retries=0)

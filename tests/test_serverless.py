@@ -7,6 +7,8 @@ The end-to-end tests against the local Lambda service and SeaweedFS are in
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures as cf
 import io
 import pickle
 import time
@@ -19,6 +21,9 @@ import pytest
 pytest.importorskip("boto3")
 moto = pytest.importorskip("moto")
 
+from dask_polar import RemoteDecodeError  # noqa: E402
+from dask_polar.codes import PolarCode  # noqa: E402
+from dask_polar.executors import WorkOutcome  # noqa: E402
 from dask_polar.serverless import (  # noqa: E402
     LambdaCrashError,
     LambdaExecutor,
@@ -33,6 +38,7 @@ from dask_polar.serverless import (  # noqa: E402
     config,
     handler,
     protocol,
+    results,
 )
 
 KEY = b"unit-test-key-0123456789abcdef"
@@ -379,6 +385,8 @@ def test_exceptions_pickle(exc):
         ({"poll_interval": 0}, ValueError, "poll_interval must be > 0"),
         ({"retry_mode": "legacy"}, ValueError, "retry_mode must be"),
         ({"endpoint_urls": {"sqs": "x"}}, ValueError, "endpoint_urls takes"),
+        ({"decode": "server"}, ValueError, "decode must be 'functions' or 'client'"),
+        ({"decode_panel_bytes": 0}, ValueError, "decode_panel_bytes must be >= 1"),
     ],
 )
 def test_executor_validates_before_connecting(kwargs, error, match):
@@ -418,3 +426,152 @@ def test_deploy_cli_without_a_key_says_how_to_make_one(monkeypatch, capsys):
     monkeypatch.delenv(config.KEY_ENV, raising=False)
     assert main(["lambda", "deploy", "--role", "arn:aws:iam::1:role/r"]) == 1
     assert "secrets.token_hex" in capsys.readouterr().err
+
+
+# -- results kept in S3, decoded in functions ---------------------------------------------------
+
+
+def _product(value):
+    return WorkOutcome(value, 0.0, 0.0)
+
+
+class InProcessFunctions(cf.ThreadPoolExecutor):
+    """Runs calls as the handler would: pickled, unpickled, in another thread (moto's S3);
+    the submissions numbered in ``faults`` raise the given exception instead."""
+
+    def __init__(self, faults=None):
+        super().__init__(4)
+        self.faults = dict(faults or {})
+        self.submitted = 0
+        self.stats = collections.Counter()  # what the decode step counted
+
+    def submit(self, fn, /, *args):
+        number, self.submitted = self.submitted, self.submitted + 1
+        fault = self.faults.get(number, self.faults.get(None))
+        if fault is not None:
+            return super().submit(_raise, fault)
+        return super().submit(_run_pickled, cloudpickle.dumps((fn, args)))
+
+
+def decoding(functions, store, release=lambda: None):
+    """The decode step of a job kept in ``store``, run by ``functions``."""
+    return results.FunctionDecode(
+        functions, store, retries=2, release=release, count=functions.stats.update
+    )
+
+
+def _raise(exc):
+    raise exc
+
+
+def _run_pickled(body):
+    fn, args = cloudpickle.loads(body)
+    return fn(*args)
+
+
+@pytest.fixture
+def kept(s3):
+    """A polar job's coded products kept in moto's S3: (code, store, receipts, expected)."""
+    code = PolarCode(8, 4)
+    rng = np.random.default_rng(5)
+    data, rhs = rng.standard_normal((4, 10, 6)), rng.standard_normal((6, 3))
+    products = code.encode(data) @ rhs
+    splits = results.panel_splits(10, 4 * 3 * 8, 250, 8)  # 96 bytes a decoded row: 4 panels
+    store = results.S3ResultStore(BUCKET, "jobs/j1", (10, 3), np.float64, splits, s3=s3)
+    receipts = {
+        j: results.keep_result(store, f"task-{j}", _product, products[j]).value for j in range(8)
+    }
+    return code, store, receipts, data @ rhs
+
+
+def test_results_stay_in_s3_and_functions_decode_them_by_panels(s3, kept):
+    code, store, receipts, expected = kept
+    assert store.splits == (0, 2, 5, 7, 10)
+    receipt = receipts[0]
+    assert receipt.shape == (10, 3) and receipt.dtype == np.float64 and len(receipt.digests) == 4
+    assert receipt.key.startswith("jobs/j1/results/task-0-")
+    stored = s3.get_object(Bucket=BUCKET, Key=receipt.key)["Body"].read()
+    assert len(stored) == 10 * 3 * 8  # raw C-order bytes: rows are ranges
+    assert len(cloudpickle.dumps(receipt)) < 700  # what the client receives per task
+    # one panel, decoded from ranged reads of a decodable subset
+    used = {j: receipts[j] for j in (1, 3, 4, 5, 6, 7)}
+    sources = {j: (r.key, r.digests[1]) for j, r in used.items()}
+    panel = results.decode_panel(pickle.loads(pickle.dumps(store)), code, 1, sources)
+    np.testing.assert_allclose(panel, expected[:, 2:5])
+    # the whole product through the decode step; results known without work travel as
+    # their rows (zeros as None)
+    functions = InProcessFunctions()
+    decode = decoding(functions, store)
+    np.testing.assert_allclose(decode.decode(code, used), expected)
+    assert functions.submitted == 4 and functions.stats["decode_panels"] == 4
+    known = dict(used)
+    known[3] = code.encode(expected)[3]
+    np.testing.assert_allclose(decode.decode(code, known), expected)
+    zeros = results.decode_panel(store, code, 0, dict.fromkeys(used))
+    assert zeros.shape == (4, 2, 3) and not zeros.any()
+
+
+def test_a_result_of_another_shape_or_dtype_is_not_stored(s3, kept):
+    _, store, _, _ = kept
+    for value in (np.zeros((9, 3)), np.zeros((10, 3), dtype=np.float32)):
+        receipt = results.keep_result(store, "bad", _product, value).value
+        assert receipt.key == "" and receipt.digests == ()
+        assert (receipt.shape, receipt.dtype) == (value.shape, value.dtype)
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="jobs/j1/results/bad")
+    assert listed["KeyCount"] == 0
+    stopped = WorkOutcome(None, 0.0, 0.0, cancelled=True)  # a stopped task stores nothing
+    assert store.keep("x", stopped) is stopped
+
+
+def test_tampered_result_is_a_precise_error_not_a_wrong_array(s3, kept):
+    code, store, receipts, _ = kept
+    key = receipts[5].key
+    s3.put_object(Bucket=BUCKET, Key=key, Body=np.ones((10, 3)).tobytes())
+    with pytest.raises(PayloadRejectedError, match=r"rows 0:2 of s3://.*does not match"):
+        results.decode_panel(store, code, 0, {5: (key, receipts[5].digests[0])})
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"short")
+    with pytest.raises(PayloadRejectedError, match=r"rows 2:5 of .* got 0 bytes, expected 72"):
+        results.decode_panel(store, code, 1, {5: (key, receipts[5].digests[1])})
+    functions = InProcessFunctions()
+    decode = decoding(functions, store)
+    with pytest.raises(RemoteDecodeError, match=r"panel \d \(rows \d+:\d+\) failed after 1 "
+                       r"attempt\(s\): PayloadRejectedError") as info:
+        decode.decode(code, receipts)
+    assert isinstance(info.value.__cause__, PayloadRejectedError)  # not retried: it cannot help
+
+
+def test_a_failing_decode_function_is_retried_then_raises(s3, kept):
+    code, store, receipts, expected = kept
+    crash = LambdaCrashError("f", "Runtime exited", error_type="Runtime.ExitError")
+    functions = InProcessFunctions({0: crash, 2: LambdaTimeoutError("f", "timed out")})
+    closed = []
+    decode = decoding(functions, store, release=lambda: closed.append(1))
+    np.testing.assert_allclose(decode.decode(code, receipts), expected)
+    assert functions.submitted == 6 and functions.stats["decode_retries"] == 2
+    decode.close()
+    decode.close()
+    assert closed == [1]  # released once
+    functions = InProcessFunctions({None: crash})
+    decode = decoding(functions, store)
+    with pytest.raises(RemoteDecodeError, match=r"after 3 attempt\(s\): LambdaCrashError") as info:
+        decode.decode(code, receipts)
+    assert info.value.attempts == 3 and isinstance(info.value.__cause__, LambdaCrashError)
+    assert pickle.loads(pickle.dumps(info.value)).rows == info.value.rows
+
+
+def test_a_malformed_decoded_panel_is_an_error(s3, kept, monkeypatch):
+    code, store, receipts, _ = kept
+    monkeypatch.setattr(results, "decode_panel", lambda *args: np.zeros((4, 1, 3)))
+    decode = decoding(InProcessFunctions(), store)
+    with pytest.raises(RemoteDecodeError, match=r"malformed panel: shape \(4, 1, 3\)"):
+        decode.decode(code, receipts)
+
+
+def test_result_store_pickles_to_its_address_and_checks_splits():
+    store = results.S3ResultStore(BUCKET, "jobs/j", (6, 2), "f8", (0, 3, 6))
+    assert len(pickle.dumps(store)) < 300
+    back = pickle.loads(pickle.dumps(store))
+    assert (back.prefix, back.shape, back.dtype, back.splits) == ("jobs/j", (6, 2), np.float64, (0, 3, 6))
+    assert repr(store).endswith("panels=2>") and back.rows(1) == (3, 6)
+    with pytest.raises(ValueError, match="splits must rise strictly from 0 to 6"):
+        results.S3ResultStore(BUCKET, "jobs/j", (6, 2), "f8", (0, 3, 3, 6))

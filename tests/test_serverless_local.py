@@ -41,6 +41,7 @@ from dask_polar.serverless import (  # noqa: E402
     RemoteTraceback,
     S3AccessError,
     protocol,
+    results,
 )
 from dask_polar.serverless.local import SeaweedS3, fixture  # noqa: E402
 from dask_polar.stragglers import ShiftedExponential  # noqa: E402
@@ -113,6 +114,25 @@ class Faulty(cf.Executor):
 
     def __dask_tokenize__(self):
         return ("Faulty", self.inner.__dask_tokenize__(), sorted(self.faults.items()))
+
+
+class FaultyDecode(Faulty):
+    """Wraps an executor; the decode function of panel 0 fails remotely, one fault per
+    attempt from ``faults`` (work tasks and the other panels run as usual)."""
+
+    def __init__(self, inner, faults):
+        super().__init__(inner, {})
+        self.attempts = list(faults)
+
+    def submit(self, fn, /, *args, **kwargs):
+        if fn is results.decode_panel and args[2] == 0 and self.attempts:
+            return self.inner.submit(fault, self.attempts.pop(0), fn, *args, **kwargs)
+        return self.inner.submit(fn, *args, **kwargs)
+
+    def remote_results(self, *args):
+        remote = self.inner.remote_results(*args)
+        remote.executor = self  # the decode step submits through this wrapper
+        return remote
 
 
 def product(executor, k=8, n=16, **options):
@@ -190,6 +210,60 @@ def test_direct_use_large_arguments_and_results_go_through_s3(serverless):
         assert list(ex.map(pow, [2, 3], [10, 2])) == [1024, 9]
         np.testing.assert_array_equal(ex.submit(scaled, big, 2.0).result(), 2 * big)
         assert ex.stats["objects_put"] == 1 and ex.stats["bytes_downloaded"] > big.nbytes
+        assert ex.wait_idle(timeout=30)
+        assert serverless.objects(ex.session_prefix) == []
+
+
+def downloaded(ex):
+    """Bytes the client received: response payloads and its S3 GETs."""
+    return ex.stats["bytes_received"] + ex.stats["bytes_downloaded"]
+
+
+def test_decode_in_functions_downloads_only_the_product(serverless):
+    # products of 320 x 200 doubles (500 kB each): the client decoding would download the
+    # n = 16 of them (or as many as arrived), the functions' decode about |C| = 4 MB
+    rng = np.random.default_rng(11)
+    A, B = rng.standard_normal((8 * 320, 20)), rng.standard_normal((20, 200))
+    A_dask = da.from_array(A, chunks=(320, 20))
+    size = A.shape[0] * B.shape[1] * 8
+    seen = {}
+    for mode in ("client", "functions"):
+        with serverless.executor(
+            max_concurrency=16, poll_interval=0.1, decode=mode, decode_panel_bytes=size // 4,
+        ) as ex:
+            C = dask_polar.coded_matmul(A_dask, B, n=16, executor=ex)
+            np.testing.assert_allclose(C.compute(), A @ B)
+            seen[mode] = downloaded(ex), len(dask_polar.last_job().used), dict(ex.stats)
+            assert ex.wait_idle(timeout=30)
+            assert serverless.objects(ex.session_prefix) == []  # results, stragglers' too
+    functions, used, stats = seen["functions"]
+    assert functions < 1.5 * size + 16 * 4096  # |C| (base64 inline) and 16 small receipts
+    assert stats["decode_panels"] == 4 and stats["invocations"] == 16 + 4
+    assert stats["objects_put"] == 1  # the cancel marker (blocks travel inline): no products
+    client, used, _ = seen["client"]
+    assert client > used * size / 8  # every used product came to the client
+    print(f"downloaded: client decode {client} B, function decode {functions} B, |C| {size} B")
+
+
+@pytest.mark.parametrize(
+    "faults, error",
+    [
+        (["crash"], None),  # re-invoked
+        (["crash"] * 3, r"after 3 attempt\(s\): LambdaCrashError"),
+        (["raise"], r"after 1 attempt\(s\): ValueError: injected failure"),  # final
+    ],
+)
+def test_failing_decode_function_is_retried_or_a_precise_error(serverless, faults, error):
+    with serverless.executor(max_concurrency=16, poll_interval=0.1, decode_panel_bytes=64) as ex:
+        faulty = FaultyDecode(ex, faults)
+        if error is None:
+            out, expected, _ = product(faulty)
+            np.testing.assert_allclose(out, expected)
+            assert ex.stats["decode_retries"] == 1
+        else:
+            with pytest.raises(dask_polar.RemoteDecodeError, match=error) as info:
+                product(faulty)
+            assert info.value.panel == 0 and info.value.rows[0] == 0
         assert ex.wait_idle(timeout=30)
         assert serverless.objects(ex.session_prefix) == []
 

@@ -7,7 +7,7 @@ Every code has ``n``, ``k``, ``name``, ``encode``, ``decodable``, ``decode``,
 from __future__ import annotations
 
 from ..exceptions import NotDecodableError
-from ._base import ErasureCode, IncrementalDecoder
+from ._base import DecodabilityTracker, ErasureCode, IncrementalDecoder
 from .construction import (
     erasure_probabilities,
     expected_finish_times,
@@ -21,6 +21,7 @@ from .polar import PolarCode
 from .replication import ReplicationCode, UncodedCode
 
 __all__ = [
+    "DecodabilityTracker",
     "ErasureCode",
     "IncrementalDecoder",
     "LocalProductCode",

@@ -18,7 +18,7 @@ import numpy as np
 from .._validation import as_index_mask, check_int
 from ..exceptions import NotDecodableError
 
-__all__ = ["ErasureCode", "IncrementalDecoder", "as_blocks"]
+__all__ = ["DecodabilityTracker", "ErasureCode", "IncrementalDecoder", "as_blocks"]
 
 
 def as_blocks(name: str, blocks: Any, count: int) -> np.ndarray:
@@ -203,6 +203,10 @@ class ErasureCode(abc.ABC):
         """A decoder that takes results one at a time (see `IncrementalDecoder`)."""
         return IncrementalDecoder(self)
 
+    def tracker(self) -> DecodabilityTracker:
+        """A value-free decodability tracker (see `DecodabilityTracker`)."""
+        return DecodabilityTracker(self)
+
     def launch_order(self) -> np.ndarray:
         """The order in which to start the coded tasks.
 
@@ -247,17 +251,111 @@ class ErasureCode(abc.ABC):
         return self._decodable(state)
 
 
+class DecodabilityTracker:
+    """Which coded results arrived and whether they are decodable, from indices alone.
+
+    The value-free half of `IncrementalDecoder`, for results that stay where they were
+    computed (e.g. in S3, decoded by Lambda functions): it follows decodability per arrival
+    with the code's hooks and remembers the set that was decodable (``used``), which is the
+    set a decode must use (with `PolarCode`'s conditioning guard, a superset of a decodable
+    set can fail it).
+
+    Parameters
+    ----------
+    code : ErasureCode
+
+    Examples
+    --------
+    >>> from dask_polar.codes import PolarCode
+    >>> tracker = PolarCode(8, 4).tracker()
+    >>> tracker.update([7, 6, 5]), tracker.update([3, 1, 4]), tracker.used.nonzero()[0]
+    (False, True, array([1, 3, 4, 5, 6, 7]))
+    """
+
+    def __init__(self, code: ErasureCode) -> None:
+        self.code = code
+        self._mask = np.zeros(code.n, dtype=bool)
+        self._state = code._start(self._mask)
+        self._decodable = False
+        self._used: np.ndarray | None = None
+
+    @property
+    def decodable(self) -> bool:
+        """Whether the results added so far determine every data block."""
+        return self._decodable
+
+    @property
+    def received(self) -> int:
+        """How many distinct coded results were added."""
+        return int(self._mask.sum())
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Boolean mask of the coded indices added so far (a copy)."""
+        return self._mask.copy()
+
+    @property
+    def used(self) -> np.ndarray | None:
+        """Boolean mask of the set that became decodable (a copy); None before."""
+        return None if self._used is None else self._used.copy()
+
+    def update(self, indices: Iterable[int]) -> bool:
+        """Record the arrival of the results at ``indices``, checking decodability once.
+
+        Indices seen before are ignored. Returns whether the set is now decodable.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For an index that is not an integer in ``[0, n)``.
+        """
+        new = []
+        for index in indices:
+            index = self._index(index)
+            if not self._mask[index]:
+                self._mask[index] = True
+                new.append(index)
+        return self._advance(new)
+
+    def missing(self) -> tuple[int, ...]:
+        """Indices of the data blocks not yet determined."""
+        return () if self._decodable else tuple(self.code._missing(self._mask))
+
+    def not_decodable(self) -> NotDecodableError:
+        """The error for decoding now, when not `decodable`."""
+        return NotDecodableError(
+            self.received, self.code.k, self.code._missing(self._mask), repr(self.code)
+        )
+
+    def _index(self, index: Any) -> int:
+        index = check_int("index", index)
+        if not 0 <= index < self.code.n:
+            raise ValueError(f"index must be in [0, {self.code.n}), got {index}")
+        return index
+
+    def _advance(self, new: list[int]) -> bool:
+        """Feed newly marked indices to the code's incremental check."""
+        if new and not self._decodable:
+            for index in new:
+                self.code._arrive(self._state, index)
+            self._decodable = bool(self.code._check(self._state))
+            if self._decodable:
+                self._used = self._mask.copy()
+        return self._decodable
+
+
 class IncrementalDecoder:
     """Takes coded results as they arrive and decodes once they are decodable.
 
     Results are written into one preallocated stacked buffer as they arrive, so the final
     decode starts without a copy, and decodability is updated per arrival by the code's
-    hook. Once the set is decodable it stays so: results added later are counted but not
-    used, and ``result()`` decodes from the set that was decodable (with `PolarCode`'s
-    conditioning guard, a superset of a decodable set can fail it). For `PolarCode` the SC availability tree costs O(log n) amortised per arrival;
-    with the inactivation decoder, once ``k`` results are in but SC alone cannot decode,
-    each check also runs the value-free symbolic pass (about 3 ms at n = 1024): `update`
-    checks a burst of arrivals once. ``result()`` decodes in place in the buffer.
+    hook (a `DecodabilityTracker`). Once the set is decodable it stays so: results added
+    later are counted but not used, and ``result()`` decodes from the set that was decodable
+    (with `PolarCode`'s conditioning guard, a superset of a decodable set can fail it). For
+    `PolarCode` the SC availability tree costs O(log n) amortised per arrival; with the
+    inactivation decoder, once ``k`` results are in but SC alone cannot decode, each check
+    also runs the value-free symbolic pass (about 3 ms at n = 1024): `update` checks a burst
+    of arrivals once. ``result()`` decodes in place in the buffer.
 
     Parameters
     ----------
@@ -282,26 +380,23 @@ class IncrementalDecoder:
 
     def __init__(self, code: ErasureCode) -> None:
         self.code = code
-        self._mask = np.zeros(code.n, dtype=bool)
-        self._state = code._start(self._mask)
+        self._tracker = DecodabilityTracker(code)
         self._buffer: np.ndarray | None = None
-        self._decodable = False
-        self._used: np.ndarray | None = None  # the mask that was decodable
 
     @property
     def decodable(self) -> bool:
         """Whether the results added so far determine every data block."""
-        return self._decodable
+        return self._tracker.decodable
 
     @property
     def received(self) -> int:
         """How many distinct coded results were added."""
-        return int(self._mask.sum())
+        return self._tracker.received
 
     @property
     def mask(self) -> np.ndarray:
         """Boolean mask of the coded indices added so far (a copy)."""
-        return self._mask.copy()
+        return self._tracker.mask
 
     def add(self, index: int, value: Any) -> bool:
         """Add the result of coded task ``index``; return whether the set is now decodable.
@@ -321,20 +416,13 @@ class IncrementalDecoder:
         Returns whether the set is now decodable.
         """
         new = [int(index) for index, value in results.items() if self._store(index, value)]
-        if new and not self._decodable:
-            for index in new:
-                self.code._arrive(self._state, index)
-            self._decodable = bool(self.code._check(self._state))
-            if self._decodable:
-                self._used = self._mask.copy()
-        return self._decodable
+        return self._tracker._advance(new)
 
     def _store(self, index: int, value: Any) -> bool:
         """Validate and buffer one result; return False if ``index`` was already added."""
-        index = check_int("index", index)
-        if not 0 <= index < self.code.n:
-            raise ValueError(f"index must be in [0, {self.code.n}), got {index}")
-        if self._mask[index]:
+        tracker = self._tracker
+        index = tracker._index(index)
+        if tracker._mask[index]:
             return False
         value = np.asarray(value)
         check_dtype("value", value.dtype)
@@ -345,16 +433,16 @@ class IncrementalDecoder:
                 f"value for index {index} has shape {value.shape}, earlier results have "
                 f"shape {self._buffer.shape[1:]}"
             )
-        elif value.dtype != self._buffer.dtype and not self._decodable:
+        elif value.dtype != self._buffer.dtype and not tracker.decodable:
             self._buffer = self._buffer.astype(np.result_type(self._buffer, value))
-        if not self._decodable:  # rows outside the decodable set stay zero, as _decode needs
+        if not tracker.decodable:  # rows outside the decodable set stay zero, as _decode needs
             self._buffer[index] = value
-        self._mask[index] = True
+        tracker._mask[index] = True
         return True
 
     def missing(self) -> tuple[int, ...]:
         """Indices of the data blocks not yet determined."""
-        return () if self._decodable else tuple(self.code._missing(self._mask))
+        return self._tracker.missing()
 
     def result(self) -> np.ndarray:
         """The ``(k, *block_shape)`` decoded data-block results.
@@ -364,8 +452,6 @@ class IncrementalDecoder:
         NotDecodableError
             If the results added so far are not decodable.
         """
-        if not self._decodable:
-            raise NotDecodableError(
-                self.received, self.code.k, self.code._missing(self._mask), repr(self.code)
-            )
-        return self.code._decode(self._buffer, self._used)
+        if not self._tracker.decodable:
+            raise self._tracker.not_decodable()
+        return self.code._decode(self._buffer, self._tracker._used)

@@ -1,4 +1,10 @@
-"""The early-completion loop: submit n coded tasks, decode at the first decodable set."""
+"""The early-completion loop: submit n coded tasks, decode at the first decodable set.
+
+By default results come back to this process and are decoded here. A backend may keep
+them where they ran instead (``backend.remote_results(...)`` returns a `RemoteResults`, e.g.
+the Lambda executor's results in S3): then tasks return small receipts, decodability is
+followed from the receipts alone, and the backend decodes remotely. The loop is the same.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -17,7 +23,7 @@ from ..exceptions import CodedJobError, CodedJobTimeout
 from ..jobs import JobRecord, TaskRecord, notify, remember
 from .policy import backup_candidates
 
-__all__ = ["WorkOutcome", "CANCELLED", "run_early_completion"]
+__all__ = ["WorkOutcome", "CANCELLED", "RemoteResults", "run_early_completion"]
 
 logger = logging.getLogger("dask_polar")
 
@@ -34,6 +40,29 @@ class WorkOutcome:
 
 
 CANCELLED = "cancelled"
+
+class RemoteResults(Protocol):
+    """One job's results kept where they ran, and decoded there (optional backend feature).
+
+    ``backend.remote_results(code, flag, result_shape, dtype)`` returns one (or None: the
+    default, values come back to the driver). The driver calls `close` when the job ends,
+    decoded or failed.
+    """
+
+    #: The type of a kept result's receipt; it has ``shape`` and ``dtype`` attributes, which
+    #: the driver checks like a value's (a mismatch is an erasure).
+    receipt_type: type
+
+    def task(self, fn: Callable[..., WorkOutcome], args: tuple, key: Any) -> tuple:
+        """``(fn, args)`` of a work task whose `WorkOutcome` carries a receipt, not a value."""
+
+    def decode(self, code: ErasureCode, results: Mapping[int, Any]) -> np.ndarray:
+        """The ``(k, *result_shape)`` decoded results from a decodable set of receipts (and
+        arrays, for results known without work)."""
+
+    def close(self) -> None:
+        """The job ended: its kept results may be deleted."""
+
 
 #: A task factory: ``make_task(index, attempt, flag) -> (fn, args)``; ``fn(*args)`` returns a
 #: `WorkOutcome`. Tasks are named ``(f"polar-work-{token}", index, attempt)``.
@@ -102,17 +131,26 @@ def run_early_completion(
         if problem is not None:
             raise ValueError(f"known result of task {j}: {problem}")
     running = getattr(backend, "running", None)  # a backend's context for one job
-    with running() if running is not None else contextlib.nullcontext():
+    with contextlib.ExitStack() as job_scope:
+        if running is not None:
+            job_scope.enter_context(running())
         t0 = time.time()
         deadline = None if timeout is None else time.monotonic() + timeout
         record.started = t0
         tasks = {j: TaskRecord(j) for j in range(code.n)}
         record.tasks = list(tasks.values())
-        decoder = code.decoder()
+        flag = backend.cancel_flag()
+        remote_results = getattr(backend, "remote_results", None)
+        remote = None if remote_results is None else remote_results(code, flag, result_shape, dtype)
+        if remote is None:
+            decoder: Any = code.decoder()
+            kind: type = np.ndarray
+        else:  # results stay where they ran until decoded there: release them at the end
+            job_scope.callback(remote.close)
+            decoder, kind = _KeptResults(code, remote), remote.receipt_type
         for j, value in (known or {}).items():
             decoder.add(j, value)
             tasks[j].status = "zero"
-        flag = backend.cancel_flag()
         pending: dict[cf.Future, int] = {}  # a task may have two copies (backup)
         errors: dict[int, str] = {}
         first_submitted: dict[int, float] = {}
@@ -122,11 +160,13 @@ def run_early_completion(
         def launch(j: int) -> None:
             task = tasks[j]
             fn, args = make_task(j, task.attempts, flag)
+            key = (f"polar-work-{record.token}", j, task.attempts)
+            if remote is not None:
+                fn, args = remote.task(fn, args, key)
             task.attempts += 1
             task.status = "pending"
             task.submitted = time.time() - t0
             first_submitted.setdefault(j, task.submitted)
-            key = (f"polar-work-{record.token}", j, task.attempts - 1)
             pending[backend.submit(fn, *args, key=key)] = j
 
         def retry() -> bool:
@@ -178,7 +218,7 @@ def run_early_completion(
                     except Exception as exc:  # a failed task is an erasure
                         error = f"{type(exc).__name__}: {exc}"
                     else:  # so is a malformed result: decoding it would blame the others
-                        error = _malformed(outcome, result_shape, dtype)
+                        error = _malformed(outcome, result_shape, dtype, kind)
                         if error is not None:
                             logger.warning("job %s: task %d: %s", record.token, j, error)
                     if error is not None:
@@ -245,19 +285,52 @@ def run_early_completion(
         return result
 
 
-def _malformed(outcome: Any, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+class _KeptResults:
+    """The decoder of a job whose results stay remote: `IncrementalDecoder`'s interface,
+    decodability from the receipts alone (`DecodabilityTracker`), decoding by ``remote``."""
+
+    def __init__(self, code: ErasureCode, remote: RemoteResults) -> None:
+        self._tracker = code.tracker()
+        self._remote = remote
+        self._results: dict[int, Any] = {}
+
+    decodable = property(lambda self: self._tracker.decodable)
+    received = property(lambda self: self._tracker.received)
+    mask = property(lambda self: self._tracker.mask)
+
+    def add(self, index: int, value: Any) -> bool:
+        return self.update({index: value})
+
+    def update(self, results: Mapping[int, Any]) -> bool:
+        for index, value in results.items():
+            self._results.setdefault(int(index), value)
+        return self._tracker.update(results)
+
+    def result(self) -> np.ndarray:
+        used = self._tracker.used
+        if used is None:
+            raise self._tracker.not_decodable()
+        code = self._tracker.code
+        return self._remote.decode(code, {j: self._results[j] for j in np.flatnonzero(used)})
+
+
+def _malformed(
+    outcome: Any, shape: tuple[int, ...], dtype: np.dtype, kind: type = np.ndarray
+) -> str | None:
     """Why a task's ``outcome`` is not a result of ``shape`` and ``dtype``; None if it is.
 
-    A stopped task (``cancelled``) carries no value and is not malformed.
+    ``kind`` is the type of a good value: an array, or a kept result's receipt. A stopped
+    task (``cancelled``) carries no value and is not malformed.
     """
     if not isinstance(outcome, WorkOutcome):
         return f"malformed result: a {type(outcome).__name__}, expected a WorkOutcome"
     if outcome.cancelled:
         return None
     value = outcome.value
-    if not isinstance(value, np.ndarray):
+    if not isinstance(value, kind):
+        what = "an array" if kind is np.ndarray else f"a {kind.__name__}"
         return (
-            f"malformed result: a {type(value).__name__}, expected an array of shape "
+            f"malformed result: a {type(value).__name__}, expected {what} of shape "
             f"{shape} and dtype {dtype}"
         )
     problems = []

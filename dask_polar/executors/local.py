@@ -47,6 +47,15 @@ class ExecutorBackend:
         make = getattr(self.executor, "reference", None)
         return make(key, value) if make is not None else value
 
+    def remote_results(
+        self, code: Any, flag: Any, result_shape: tuple[int, ...], dtype: Any
+    ) -> Any:
+        """Where a job's results stay until decoded: the executor's own (the Lambda
+        executor keeps them in S3 and decodes in its functions, unless ``decode="client"``),
+        else None: they come back to this process (see `RemoteResults`)."""
+        make = getattr(self.executor, "remote_results", None)
+        return None if make is None else make(code, flag, result_shape, dtype)
+
     def close(self) -> None:
         """Nothing to release: the executor belongs to the caller."""
 

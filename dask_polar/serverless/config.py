@@ -35,6 +35,8 @@ from .._validation import check_int
 
 __all__ = [
     "CALL_LIFETIME",
+    "DECODE_PANEL_BYTES",
+    "DECODE_RETRIES",
     "DEFAULT_FUNCTION_NAME",
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_MAX_CONCURRENCY",
@@ -109,6 +111,12 @@ MAX_CALL_LIFETIME = 3600.0
 
 #: Work tasks poll their job's cancel flag (an S3 object) at most this often, seconds.
 POLL_INTERVAL = 0.25
+#: ``LambdaExecutor(decode="functions")``: decoded bytes per decode function (the product
+#: is split into row panels of about this size, at most ``max_concurrency`` of them). Each
+#: function reads about ``n_used / k`` times as much from S3, in ranged GETs.
+DECODE_PANEL_BYTES = 8 * 1024 * 1024
+#: Re-invocations of a decode function that timed out, crashed or was throttled.
+DECODE_RETRIES = 2
 #: Default client-side concurrency of `LambdaExecutor` (threads, HTTP connections).
 DEFAULT_MAX_CONCURRENCY = 64
 #: botocore attempts per call (first try included), adaptive retry mode.

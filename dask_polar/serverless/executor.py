@@ -10,9 +10,14 @@ Three ways to use it:
 
 * ``coded_matmul(A, B, executor=ex)`` / ``CodedMatrix(A, executor=ex)``: a coded job with
   early completion. The coded blocks and ``B`` are stored in S3 once (`reference`); each
-  invocation reads its block and ``B`` from S3 and returns its product; the job decodes from
-  the first decodable set and sets its cancel flag (`cancel_flag`: an S3 marker object the
+  invocation reads its block and ``B`` from S3 and computes its product; at the first
+  decodable set the job sets its cancel flag (`cancel_flag`: an S3 marker object the
   remaining tasks poll), and the stragglers' results are ignored and their objects deleted.
+  With ``decode="functions"`` (default) each product stays in S3 (the task returns a
+  receipt), and once the receipts are decodable Lambda functions decode it, one row panel
+  each (`remote_results`, `dask_polar.serverless.results`): the client downloads the
+  decoded ``C`` only. With ``decode="client"`` the products come back to the client, which
+  decodes them.
 * ``dask.compute(x, scheduler=ex)``: any Dask graph, one invocation per task (Dask waits for
   every task; no early completion).
 * directly: ``ex.submit(fn, *args)``, ``ex.map(fn, items)``.
@@ -22,8 +27,9 @@ Objects in S3
 Everything lives under ``<prefix>/<session>/`` (``prefix`` defaults to ``dask-polar``, one
 session per executor): ``refs/`` holds referenced blocks (deleted when their reference object
 is dropped, e.g. when the job that made them ends or a `CodedMatrix` is closed);
-``jobs/<job>/`` holds one coded job's cancel marker, its large calls and results (deleted
-when the job has finished and its last invocation is back); ``tasks/`` the large calls and
+``jobs/<job>/`` holds one coded job's cancel marker, its large calls and results, and with
+``decode="functions"`` its products (``jobs/<job>/results/``), deleted when the job has
+finished (decoded or failed) and its last invocation is back; ``tasks/`` the large calls and
 results of plain submissions (deleted once read). `shutdown` deletes whatever is left of
 the session. An S3 lifecycle rule expiring ``dask-polar/`` after a day is a good safety net
 for clients that die.
@@ -40,6 +46,9 @@ Failures
   executor's or the function's credentials.
 
 A coded job treats every failure as an erasure: it decodes without the task or re-runs it.
+A decode function that times out, crashes or is throttled is re-invoked (twice); if it
+still fails, or fails in a way a retry cannot change, the job raises
+`dask_polar.RemoteDecodeError` (its cause the function's error), never a partial array.
 
 Security
 --------
@@ -91,7 +100,6 @@ import concurrent.futures as cf
 import itertools
 import json
 import logging
-import re
 import threading
 import time
 import uuid
@@ -100,6 +108,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import cloudpickle
+import numpy as np
 
 from .._validation import check_int, check_positive
 from . import config, protocol
@@ -115,6 +124,7 @@ from .exceptions import (
     RemoteTraceback,
 )
 from .protocol import S3CancelFlag, S3Reference
+from .results import FunctionDecode, S3ResultStore, panel_splits
 
 __all__ = ["LambdaExecutor"]
 
@@ -129,14 +139,6 @@ def _boto3() -> Any:
             "the Lambda executor needs boto3: pip install 'dask_polar[aws]'"
         ) from err
     return boto3
-
-
-def _slug(key: Any) -> str:
-    """A short, S3-safe rendering of a graph key (for readable object names)."""
-    if key is None:
-        return ""
-    text = "-".join(map(str, key)) if isinstance(key, tuple) else str(key)
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text)[:80].strip("-")
 
 
 class _Job:
@@ -194,6 +196,18 @@ class LambdaExecutor(cf.Executor):
     endpoint_urls : mapping, optional
         ``{"lambda": url, "s3": url}`` for local or compatible services (boto3 also honours
         ``AWS_ENDPOINT_URL_LAMBDA`` / ``AWS_ENDPOINT_URL_S3``).
+    decode : {"functions", "client"}
+        Where coded jobs decode. ``"functions"`` (default): products stay in S3 and Lambda
+        functions decode them, one row panel each; the client downloads about ``|C|``
+        bytes, not the ``n`` products (``n / k`` times as much, and the client's link is
+        the bottleneck at scale), for one more round of invocations (a few ms warm on a
+        small product) and one S3 PUT per task. ``"client"``: products come back to the
+        client (inline when small), which decodes them; the fewest round trips, best
+        for small products or a client next to the data.
+    decode_panel_bytes : int
+        With ``decode="functions"``: decoded bytes per decode function (see
+        ``config.DECODE_PANEL_BYTES``); the panels are row ranges, at most
+        ``max_concurrency`` of them.
 
     Attributes
     ----------
@@ -201,7 +215,9 @@ class LambdaExecutor(cf.Executor):
     session_prefix : str
         ``<prefix>/<session>``: where this executor's objects live.
     stats : collections.Counter
-        Invocations, failures, cold starts, objects and bytes moved (benchmarks, tests).
+        Invocations, failures, cold starts, objects and bytes moved (``bytes_received``:
+        response payloads; ``bytes_downloaded``: the client's S3 GETs), decode panels and
+        their retries (benchmarks, tests).
 
     Raises
     ------
@@ -234,6 +250,8 @@ class LambdaExecutor(cf.Executor):
         poll_interval: float = config.POLL_INTERVAL,
         log_tail: bool = False,
         endpoint_urls: Mapping[str, str] | None = None,
+        decode: str = "functions",
+        decode_panel_bytes: int = config.DECODE_PANEL_BYTES,
     ) -> None:
         for name, value in (("function_name", function_name), ("bucket", bucket)):
             if not isinstance(value, str):
@@ -264,6 +282,10 @@ class LambdaExecutor(cf.Executor):
                 f"payload limit, less base64), got {self._inline_payload}"
             )
         self._poll = check_positive("poll_interval", poll_interval)
+        if decode not in ("functions", "client"):
+            raise ValueError(f"decode must be 'functions' or 'client', got {decode!r}")
+        self.decode = decode
+        self._panel_bytes = check_int("decode_panel_bytes", decode_panel_bytes, minimum=1)
         self._log_tail = bool(log_tail)
         endpoints = dict(endpoint_urls or {})
         unknown = set(endpoints) - {"lambda", "s3"}
@@ -457,7 +479,7 @@ class LambdaExecutor(cf.Executor):
         data = cloudpickle.dumps(value, protocol=5)
         if len(data) < self._inline_reference:
             return value
-        slug = _slug(key)
+        slug = protocol.slug(key)
         name = f"{self.session_prefix}/refs/{uuid.uuid4().hex[:12]}{'-' + slug if slug else ''}"
         ref = S3Reference(self.bucket, name, protocol.digest(data), len(data))
         with self._lock:
@@ -482,6 +504,36 @@ class LambdaExecutor(cf.Executor):
         with self._lock:
             self._jobs[flag.key] = _Job(prefix, flag.key)
         return flag
+
+    def remote_results(
+        self, code: Any, flag: S3CancelFlag, result_shape: tuple[int, ...], dtype: Any
+    ) -> FunctionDecode | None:
+        """How the job of ``flag`` keeps and decodes its results: in S3 and in functions
+        (`FunctionDecode`), or None with ``decode="client"`` (they come back to the client).
+
+        The job's objects are kept until the returned object is closed, even after the
+        flag is set (the decode functions read them then).
+
+        Raises
+        ------
+        ValueError
+            If ``flag`` is not a running job's flag of this executor.
+        """
+        if self.decode == "client":
+            return None
+        dtype = np.dtype(dtype)
+        row_bytes = code.k * int(np.prod(result_shape[1:], dtype=np.int64)) * dtype.itemsize
+        splits = panel_splits(result_shape[0], row_bytes, self._panel_bytes, self._max_workers)
+        with self._lock:
+            job = self._jobs.get(getattr(flag, "key", None))
+            if job is None or job.closed:
+                raise ValueError(f"flag must be a running job's flag of this executor, got {flag!r}")
+            job.outstanding += 1  # a hold, as if an invocation were in flight
+        store = S3ResultStore(self.bucket, job.prefix, result_shape, dtype, splits, s3=self._s3)
+        return FunctionDecode(
+            self, store, retries=config.DECODE_RETRIES, release=lambda: self._leave(job),
+            count=self._count,
+        )
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no invocation is in flight and all pending S3 deletions are done.
@@ -648,16 +700,19 @@ class LambdaExecutor(cf.Executor):
             self._chore(self._sweep, f"{job.prefix}/")
 
     def _finished(self, job: _Job | None, future: cf.Future | None) -> None:
-        sweep = None
+        if job is not None:  # first: a sweep it starts counts as a chore before we look idle
+            self._leave(job)
         with self._lock:
             self._inflight -= 1
-            if job is not None:
-                job.outstanding -= 1
-                if job.closed and job.outstanding == 0 and self._jobs.pop(job.marker, None):
-                    sweep = f"{job.prefix}/"
             self._idle.notify_all()
-        if sweep is not None:
-            self._chore(self._sweep, sweep)
+
+    def _leave(self, job: _Job) -> None:
+        """One invocation (or hold) of ``job`` is over; sweep the job if it was the last."""
+        with self._lock:
+            job.outstanding -= 1
+            last = job.closed and job.outstanding == 0 and self._jobs.pop(job.marker, None)
+        if last:
+            self._chore(self._sweep, f"{job.prefix}/")
 
     def _count(self, **amounts: int) -> None:
         with self._lock:

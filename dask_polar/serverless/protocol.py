@@ -53,6 +53,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -76,6 +77,7 @@ __all__ = [
     "encode_result",
     "resolving",
     "s3_error",
+    "slug",
     "verify_call",
     "verify_result",
 ]
@@ -330,6 +332,20 @@ def verify_result(key: bytes, payload: Any, task: str) -> Result:
         )
     except KeyError as err:
         raise PayloadRejectedError(f"malformed result: missing field {err}") from None
+
+
+def slug(key: Any) -> str:
+    """A short, S3-safe rendering of a graph key (for readable object names).
+
+    Examples
+    --------
+    >>> slug(("polar-work-ab12", 3, 0))
+    'polar-work-ab12-3-0'
+    """
+    if key is None:
+        return ""
+    text = "-".join(map(str, key)) if isinstance(key, tuple) else str(key)
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text)[:80].strip("-")
 
 
 def s3_error(
