@@ -91,3 +91,74 @@ def test_cluster_layout_gives_numpys_answer_for_non_finite_and_mixed_magnitudes(
     C = coded_matmul(da.from_array(a, chunks=(8, 6)), b, stragglers=delays)
     assert any("polar-work" in str(key) for key in dict(C.__dask_graph__()))  # cluster layout
     np.testing.assert_allclose(C.compute(), a @ b, rtol=1e-10, atol=1e-10)
+
+
+def _received(dask_worker):
+    """(total bytes, keys) this worker fetched from other workers."""
+    log = list(dask_worker.transfer_incoming_log)
+    return sum(entry["total"] for entry in log), [str(key) for e in log for key in e["keys"]]
+
+
+def test_no_worker_receives_more_than_its_share():
+    # |A| = 4 MiB in k = 16 blocks persisted on 4 workers, n = 32: encode tasks run where
+    # most of their inputs live, work tasks where their coded block lives, and the results
+    # are decoded where they are, by row panels: a worker receives about |A| / 4 x the
+    # coding overhead, never the coded blocks or the results as a whole
+    # worker processes, as on a real cluster (in-process workers' task clients would also
+    # outlive the module's other cluster and leave dask's scheduler setting behind)
+    with distributed.LocalCluster(
+        n_workers=4, threads_per_worker=2, processes=True, host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+    ) as cluster, distributed.Client(cluster) as client:
+        a = np.random.default_rng(3).standard_normal((4096, 128))
+        b = np.random.default_rng(4).standard_normal((128, 4))
+        A = da.from_array(a, chunks=(256, 128)).persist()
+        B = da.from_array(b).persist()
+        distributed.wait([A, B])
+        client.run(lambda dask_worker: dask_worker.transfer_incoming_log.clear())
+        with distributed.get_task_stream(client) as stream:
+            C = coded_matmul(A, B, n=32).persist()
+            distributed.wait(C)
+        received = client.run(_received)
+        np.testing.assert_allclose(C.compute(), a @ b, atol=1e-10)
+    moved = {address: total for address, (total, _) in received.items()}
+    assert max(moved.values()) <= 0.75 * a.nbytes, moved
+    assert sum(moved.values()) <= 2.5 * a.nbytes, moved  # measured 2.1
+    moved_keys = {dask.utils.key_split(key) for _, keys in received.values() for key in keys}
+    assert "polar-work" not in moved_keys  # results stay; only their row panels move
+    decodes = [t["key"] for t in stream.data if "polar-decode" in str(t["key"])]
+    assert len(decodes) >= 2  # decoding runs as panel tasks
+
+
+def test_killed_worker_holding_the_jobs_start_still_gives_the_right_answer():
+    with distributed.LocalCluster(
+        n_workers=3, threads_per_worker=8, processes=True, host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+    ) as cluster, distributed.Client(cluster) as client:
+        A, B = rand((64, 8), (8, 8)), rand((8, 5), (8, 5))
+        C = coded_matmul(A, B, n=16, stragglers=np.full(16, 1.0))
+        (start,) = [key for key in dict(C.__dask_graph__()) if "polar-start" in str(key)]
+        future = client.compute(C)
+
+        def holders(dask_scheduler):
+            task = dask_scheduler.tasks.get(start)
+            return [worker.address for worker in (task.who_has or ())] if task else []
+
+        deadline = time.monotonic() + 30
+        while not (holder := client.run_on_scheduler(holders)):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        os.kill(client.run(os.getpid)[holder[0]], signal.SIGKILL)
+        np.testing.assert_allclose(future.result(timeout=60), A.compute() @ B.compute(), atol=1e-10)
+
+
+def test_same_product_twice_and_a_timeout_on_the_cluster(client):
+    A, B = rand((64, 8), (8, 8)), rand((8, 5), (8, 5))
+    C = coded_matmul(A, B, n=16, stragglers=np.r_[np.full(15, 0.01), 0.5])
+    for _ in range(2):  # the second run must not see the first run's cancel flag
+        np.testing.assert_allclose(C.compute(), A.compute() @ B.compute(), atol=1e-10)
+    delays = np.array([0.0, 30.0, 0.0, 30.0])
+    start = time.perf_counter()
+    with pytest.raises(dask_polar.CodedJobTimeout, match=r"not decodable \(k=4\)"):
+        coded_matmul(A[:32], B, code="uncoded", stragglers=delays, timeout=0.5).compute()
+    assert time.perf_counter() - start < 10.0  # the stragglers would take 30 s

@@ -7,8 +7,10 @@ import time
 
 import dask
 import dask.array as da
+import dask.array.optimization
 import numpy as np
 import pytest
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 import dask_polar
 from dask_polar.array.rewrite import optimize
@@ -221,7 +223,7 @@ def test_every_dtype_pair_gives_numpys_product(dtype_a, dtype_b):
 
 
 ANNOTATIONS = {"retries": 3, "priority": 7, "resources": {"polar-slot": 1}}
-# Dask's low-level fusion (on by default) drops every layer's annotations, coded or not
+# Dask's low-level fusion (on by default) drops every layer's annotations; optimize keeps them
 NO_FUSION = {"optimization.fuse.active": False}
 
 
@@ -236,12 +238,44 @@ def test_annotations_reach_the_coded_layer():
     assert layer.annotations == ANNOTATIONS
 
 
-def test_annotations_reach_the_scheduler():
+def test_keep_annotations_puts_them_back_after_fusion():
+    from dask_polar.array._annotations import keep_annotations
+
+    with dask.annotate(retries=4, priority=2):
+        x = (da.ones((4, 2), chunks=(1, 2)) + 1) * 2  # fused into one task per block
+    keys = x.__dask_keys__()
+    plain = dask.array.optimization.optimize(x.__dask_graph__(), keys)
+    assert not isinstance(plain, HighLevelGraph)  # flattened: annotations lost
+    kept = keep_annotations(dask.array.optimization.optimize, x.__dask_graph__(), keys)
+    (layer,) = kept.layers.values()
+    assert dict(layer) == dict(plain)
+    assert [layer.annotations["retries"](key) for (key,) in keys] == [4] * 4
+    assert [layer.annotations["priority"](key) for (key,) in keys] == [2] * 4
+
+
+def test_keep_annotations_evaluates_per_key_annotations():
+    # a coded product's placement: a callable per key, in a materialized layer
+    from dask_polar.array._annotations import keep_annotations
+
+    tasks = {("src", i, 0): (np.full, (1, 2), float(i)) for i in range(4)}
+    placement = {("src", i, 0): f"w{i}" for i in range(1, 4)}
+    layer = MaterializedLayer(tasks, annotations={"workers": placement.get, "retries": 1})
+    graph = HighLevelGraph({"src": layer}, {"src": set()})
+    x = da.Array(graph, "src", ((1,) * 4, (2,)), dtype=float)
+    kept = keep_annotations(dask.array.optimization.optimize, x.__dask_graph__(), x.__dask_keys__())
+    (out,) = kept.layers.values()
+    assert [out.annotations["workers"](key) for key in tasks] == [None, "w1", "w2", "w3"]
+    assert [out.annotations["retries"](key) for key in tasks] == [1] * 4
+    np.testing.assert_array_equal(dask.compute(x)[0][:, 0], [0, 1, 2, 3])
+
+
+@pytest.mark.parametrize("fusion", [True, False])
+def test_annotations_reach_the_scheduler(fusion):
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(
         n_workers=1, threads_per_worker=4, processes=False, dashboard_address="127.0.0.1:0"
     ) as cluster, distributed.Client(cluster) as client, dask_polar.coded(min_size=0), \
-            dask.config.set(NO_FUSION):
+            dask.config.set({} if fusion else NO_FUSION):
         with dask.annotate(retries=3, priority=7):
             x = A @ B
         persisted = client.persist(x)  # the output keys stay on the scheduler

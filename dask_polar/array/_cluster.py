@@ -303,10 +303,17 @@ def cluster_layer(
     timeout: float | None,
     out_name: str,
     token: str,
-) -> dict[Any, Any]:
+    homes: list[str | None] | None = None,
+) -> tuple[dict[Any, Any], dict[Any, str]]:
     """Add the work, result, decode and output tasks of a coded product to ``layer``.
 
     ``layer`` holds the encode tasks (``encoded``) and the ``polar-direct-<token>`` tasks.
+    Returns ``layer`` and the planned placement (task -> worker) of all tasks: the encode's
+    (``encoded.placement``) and, when it is known where the coded blocks will be, each work
+    task and its result panels on the worker of its coded block, and the decode panels
+    round-robin over the workers, each with its parts. Dask's scheduler would otherwise
+    move tasks away from their data to workers that look less busy (it guesses 0.5 s for a
+    task it has not timed), taking their inputs along.
     """
     block_rows = max(row_chunks)
     columns = int(sum(col_chunks))
@@ -321,6 +328,10 @@ def cluster_layer(
     panels = len(bounds) - 1
     started = TaskRef(start_key := f"polar-start-{token}")
     layer[start_key] = Task(start_key, start, job)
+    placement = dict(encoded.placement)
+    located: dict[Any, str | None] = dict(zip(encoded.data_keys, homes or ()))
+    located.update(placement)
+    workers = sorted({w for w in located.values() if w is not None}, key=str)
     for j in job.coded:
         key = (job.work_name, j)
         layer[key] = Task(
@@ -331,10 +342,14 @@ def cluster_layer(
             layer[part] = Task(
                 part, result_panel, job, started, j, TaskRef(key), bounds[p], bounds[p + 1]
             )
+            if located.get(coded_keys[j]) is not None:
+                placement[key] = placement[part] = located[coded_keys[j]]
     decode_name = f"polar-decode-{token}"
     for p in range(panels):
         parts = [TaskRef((job.result_name, j, p)) for j in job.coded]
         layer[(decode_name, p)] = Task((decode_name, p), decode_panel, job, started, p, *parts)
+        if workers:
+            placement[(decode_name, p)] = workers[p % len(workers)]
     col_bounds = np.concatenate([[0], np.cumsum(col_chunks)]).astype(int).tolist()
     part_name = f"polar-part-{token}"
     for i, rows in enumerate(row_chunks):
@@ -347,9 +362,11 @@ def cluster_layer(
                     key, take_part, TaskRef((decode_name, p)), i, col_bounds[c], col_bounds[c + 1]
                 )
                 parts.append(TaskRef(key))
+                if workers:
+                    placement[key] = placement[(decode_name, p)]
             out = (out_name, i, c)
             layer[out] = Task(
                 out, join_parts, scales, TaskRef((f"polar-direct-{token}", i)), i, rows,
                 col_bounds[c], col_bounds[c + 1], dtype, *parts,
             )
-    return layer
+    return layer, placement

@@ -26,6 +26,7 @@ from ..codes import (
 )
 from ..codes._base import check_dtype
 from . import _tasks
+from ._annotations import keep_annotations
 from ._cluster import cluster_layer
 from ._scaling import block_stats, job_scales, work_dtype
 
@@ -337,16 +338,17 @@ def coded_matmul(
     token = tokenize(A2.name, B2.name, repr(the_code), getattr(the_code, "info_set", None),
                      delays, options)
     out_name = f"coded-matmul-{token}"
+    a_keys = [(A2.name, i, 0) for i in range(len(row_chunks))]
     layer = product_layer(
-        [[(A2.name, i, 0)] for i in range(len(row_chunks))],
-        [[(B2.name, 0, c) for c in range(B2.numblocks[1])]],
+        [[key] for key in a_keys], [[(B2.name, 0, c) for c in range(B2.numblocks[1])]],
         row_chunks, B2.chunks[1], dtype, the_code, delays, options, out_name, token,
-        a_dtype=A.dtype, inner=A.shape[1],
+        a_dtype=A.dtype, inner=A.shape[1], homes=_persisted_homes(A2, a_keys),
     )
-    # Dask's own retries re-run a failed task (cluster layout: the work tasks) on a cluster
-    layer = MaterializedLayer(layer, annotations={"retries": options.retries})
     graph = HighLevelGraph.from_collections(out_name, layer, dependencies=[A2, B2])
     result = da.Array(graph, out_name, chunks=(row_chunks, B2.chunks[1]), dtype=dtype)
+    # computed as it is, the product's annotations (retries, encode placement) survive
+    # Dask's fusion; an array derived from it keeps them under `enable` (its optimizer)
+    result.__dask_optimize__ = _optimize_keeping_annotations
     if row_chunks != A.chunks[0]:
         result = result.rechunk((A.chunks[0], B.chunks[1]))
     return result
@@ -369,6 +371,8 @@ class EncodedBlocks:
         The prepared data blocks (padded, cast to the work dtype).
     scales_key : str
         The key of the job's `Scales`.
+    placement : dict of key -> str
+        Encode task -> the worker to run it on, when the data blocks' workers were given.
     """
 
     layer: dict[Any, Task]
@@ -376,6 +380,7 @@ class EncodedBlocks:
     sources: dict[int, int]
     data_keys: list[Any]
     scales_key: str
+    placement: dict[Any, str]
 
 
 def encode_layer(
@@ -389,6 +394,7 @@ def encode_layer(
     cast: bool = True,
     rhs_key: Any = None,
     stages_per_task: int = STAGES_PER_TASK,
+    homes: list[str | None] | None = None,
 ) -> EncodedBlocks:
     """Tasks that encode ``A``'s row blocks (see `EncodedBlocks`).
 
@@ -399,6 +405,8 @@ def encode_layer(
     blocks is an OR, integer blocks wrap, float32 blocks round a float64 product). Each
     block's magnitude is measured where it lives, and one small task derives the scale
     factors (`dask_polar.array._scaling`) from them and, given ``rhs_key``, from ``B``'s.
+    ``homes[i]`` is the worker holding data block ``i``, if known: each encode task is then
+    placed on the worker that is to hold its coded position (see `_owners`).
     """
     layer: dict[Any, Task] = {}
     block_rows = max(row_chunks)
@@ -430,10 +438,17 @@ def encode_layer(
         scales_key, job_scales, np.dtype(work), code.n, inner,
         List(*[TaskRef((stats_name, i)) for i in range(len(data_keys))]), rhs_stats,
     )
+    placement: dict[Any, str] = {}
+    for i, home in enumerate(homes or ()):
+        # a block's own tasks (cast, padding, statistics) run where the block is
+        for key in (data_keys[i], (stats_name, i)):
+            if home is not None and key in layer:
+                placement[key] = home
     coded_keys, sources = _encode_graph(
-        code, data_keys, f"polar-encode-{token}", layer, TaskRef(scales_key), stages_per_task
+        code, data_keys, f"polar-encode-{token}", layer, TaskRef(scales_key), stages_per_task,
+        homes, placement,
     )
-    return EncodedBlocks(layer, coded_keys, sources, data_keys, scales_key)
+    return EncodedBlocks(layer, coded_keys, sources, data_keys, scales_key, placement)
 
 
 def product_layer(
@@ -450,8 +465,11 @@ def product_layer(
     *,
     a_dtype: np.dtype | None,
     inner: int,
-) -> dict[Any, Task]:
-    """The tasks of a coded product whose output blocks are ``(out_name, i, c)``.
+    homes: list[str | None] | None = None,
+    annotations: dict[str, Any] | None = None,
+    collection_annotations: dict[str, Any] | None = None,
+) -> MaterializedLayer:
+    """The layer of a coded product whose output blocks are ``(out_name, i, c)``.
 
     ``a_keys[i][j]`` and ``b_keys[j][c]`` are the keys of ``A``'s and ``B``'s blocks (row,
     inner and column block indices); ``A``'s row blocks are the ``k`` data blocks. ``dtype``
@@ -459,7 +477,44 @@ def product_layer(
     work dtype (`work_dtype`), ``A``'s blocks are cast before encoding. ``inner`` is the
     inner dimension. Where coding cannot be exact (non-finite values), a block's product is
     computed directly (``polar-direct-*`` tasks, which return None in the usual case).
+
+    ``homes[i]`` is the worker holding ``A``'s row block ``i`` (or None), if known: the
+    encode tasks then carry ``workers`` annotations (loose) that keep the butterfly where its
+    inputs are. The layer is annotated with ``retries`` (Dask's own retries re-run a failed
+    task on a cluster) and then ``annotations`` (the user's, which win).
     """
+    tasks, placement = _product_tasks(
+        a_keys, b_keys, row_chunks, col_chunks, dtype, code, delays, options, out_name, token,
+        a_dtype=a_dtype, inner=inner, homes=homes,
+    )
+    layer_annotations: dict[str, Any] = {"retries": options.retries}
+    if placement:
+        # evaluated per key where the graph is packed; None (the other keys) is no annotation
+        layer_annotations["workers"] = placement.get
+        layer_annotations["allow_other_workers"] = dict.fromkeys(placement, True).get
+    layer_annotations.update(annotations or {})
+    return MaterializedLayer(
+        tasks, annotations=layer_annotations, collection_annotations=collection_annotations
+    )
+
+
+def _product_tasks(
+    a_keys: list[list[Any]],
+    b_keys: list[list[Any]],
+    row_chunks: tuple[int, ...],
+    col_chunks: tuple[int, ...],
+    dtype: np.dtype,
+    code: ErasureCode,
+    delays: np.ndarray | None,
+    options: CodedOptions,
+    out_name: str,
+    token: str,
+    *,
+    a_dtype: np.dtype | None,
+    inner: int,
+    homes: list[str | None] | None,
+) -> tuple[dict[Any, Any], dict[Any, str]]:
+    """`product_layer`'s tasks and its encode placement (task -> worker)."""
     dtype = np.dtype(dtype)
     work = work_dtype(dtype)
     rhs_key: Any = b_keys[0][0]
@@ -473,7 +528,7 @@ def product_layer(
         a_keys, row_chunks, code, token, work=work, inner=inner,
         cast=a_dtype is None or np.dtype(a_dtype) != work, rhs_key=rhs_key,
         # on a cluster every butterfly input may sit on another worker: radix 2 moves least
-        stages_per_task=1 if cluster else STAGES_PER_TASK,
+        stages_per_task=1 if cluster else STAGES_PER_TASK, homes=homes if cluster else None,
     )
     layer.update(encoded.layer)
     scales = TaskRef(encoded.scales_key)
@@ -482,10 +537,12 @@ def product_layer(
         layer[(direct_name, i)] = Task(
             (direct_name, i), _tasks.direct_product, scales, i, TaskRef(key), TaskRef(rhs_key)
         )
+        if cluster and homes and homes[i] is not None:
+            encoded.placement[(direct_name, i)] = homes[i]
     if cluster:
         return cluster_layer(
             layer, encoded, rhs_key, row_chunks, col_chunks, dtype, work, code, delays,
-            options.panel_rows, options.timeout, out_name, token,
+            options.panel_rows, options.timeout, out_name, token, homes,
         )
     block_rows = max(row_chunks)
     spec = _tasks.CodedJobSpec(
@@ -508,7 +565,31 @@ def product_layer(
                 key, _tasks.take, TaskRef(decode_key), scales, TaskRef((direct_name, i)), i,
                 rows, col_bounds[c], col_bounds[c + 1], dtype,
             )
-    return layer
+    return layer, {}
+
+
+def _optimize_keeping_annotations(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+    """The configured array optimizer (``array_optimize``), keeping layer annotations."""
+    return keep_annotations(da.Array.__dask_optimize__, dsk, keys, **kwargs)
+
+
+def _persisted_homes(array: da.Array, keys: list[Any]) -> list[str | None] | None:
+    """The worker holding each of ``keys``, if ``array`` is persisted on a cluster.
+
+    Waits for the blocks (the product needs them anyway) to learn where they live; None
+    when any block is not a future of a distributed client.
+    """
+    try:
+        from distributed import futures_of, wait
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return None
+    futures = {future.key: future for future in futures_of(array)}
+    if not keys or any(key not in futures for key in keys):
+        return None
+    blocks = [futures[key] for key in keys]
+    wait(blocks)
+    who_has = blocks[0].client.who_has(blocks)
+    return [min(who_has.get(key) or [None], key=str) for key in keys]
 
 
 def use_cluster_layout(options: CodedOptions) -> bool:
@@ -559,6 +640,41 @@ def _straggler_delays(stragglers: Any, n: int, seed: int) -> np.ndarray | None:
     return np.stack([delays, np.zeros(n)])
 
 
+def _owners(code: ErasureCode, homes: list[str | None] | None) -> list[str] | None:
+    """The worker that is to hold each coded block, given the data blocks' workers.
+
+    Coded positions are split into contiguous ranges, one per worker: the butterfly's low
+    bits then combine blocks of one worker, and only its top ``log2(workers)`` stages cross
+    workers. Each range goes to the worker holding most of its data positions (greedy), so
+    few data blocks move. Balanced: every worker holds about ``n / workers`` coded blocks
+    and runs their work tasks. Measured in simulation (n = 2k = 64, four workers, blocks
+    placed at random): 2.4 |A| moved by the encode, against 2.8 |A| (and all coded blocks on
+    one worker) when each add runs where most of its inputs are. None without ``homes``.
+    """
+    if not homes or any(home is None for home in homes):
+        return None
+    workers = sorted(set(homes), key=str)
+    count = min(len(workers), code.n)
+
+    def group(position: int) -> int:
+        return position * count // code.n
+
+    positions = getattr(code, "info_set", range(code.k))
+    matches: dict[tuple[int, str], int] = {}
+    for i, position in enumerate(positions):
+        pair = (group(int(position)), homes[i])
+        matches[pair] = matches.get(pair, 0) + 1
+    assigned: dict[int, str] = {}
+    for (g, worker), _ in sorted(matches.items(), key=lambda item: -item[1]):
+        if g not in assigned and worker not in assigned.values():
+            assigned[g] = worker
+    spare = [w for w in workers if w not in assigned.values()]
+    for g in range(count):
+        if g not in assigned:
+            assigned[g] = spare.pop(0)
+    return [assigned[group(position)] for position in range(code.n)]
+
+
 def _encode_graph(
     code: ErasureCode,
     data_keys: list[Any],
@@ -566,9 +682,18 @@ def _encode_graph(
     layer: dict[Any, Task],
     scales: TaskRef,
     stages_per_task: int,
+    homes: list[str | None] | None = None,
+    placement: dict[Any, str] | None = None,
 ) -> tuple[dict[int, Any], dict[int, int]]:
     """Add the encode tasks to ``layer``; return coded index -> key (zero blocks left out)
-    and coded index -> the data block it is as it is (or -1)."""
+    and coded index -> the data block it is as it is (or -1).
+
+    With ``homes`` (data block -> worker), ``placement`` receives encode task -> worker: the
+    worker that is to hold its output position (`_owners`).
+    """
+    owners = _owners(code, homes)
+    if placement is None or owners is None:
+        placement = {}  # not asked for, or not known: the scheduler decides
     if isinstance(code, PolarCode):
         # The butterfly x[a] += x[a + half], stages_per_task stages at a time: one task sums
         # the inputs that agree with its output outside the stages' bits and are a bitwise
@@ -584,12 +709,12 @@ def _encode_graph(
             following: list[tuple[Any, int] | None] = []
             for j in range(code.n):
                 inner = j & bits
-                terms = [
-                    current[(j & ~bits) | sup]
+                positions = [
+                    (j & ~bits) | sup
                     for sup in range(inner, bits + 1)
                     if sup & bits == sup and sup & inner == inner
                 ]
-                terms = [term for term in terms if term is not None]
+                terms = [current[p] for p in positions if current[p] is not None]
                 if len(terms) <= 1:
                     following.append(terms[0] if terms else None)
                     continue
@@ -599,6 +724,8 @@ def _encode_graph(
                     key, _tasks.add, scales, sources, *(TaskRef(k) for k, _ in terms)
                 )
                 following.append((key, -1))
+                if owners:
+                    placement[key] = owners[j]
             current = following
         coded = {j: term for j, term in enumerate(current) if term is not None}
         return {j: key for j, (key, _) in coded.items()}, {j: s for j, (_, s) in coded.items()}
@@ -616,4 +743,6 @@ def _encode_graph(
                 *[TaskRef(data_keys[i]) for i in used],
             )
             keys[j], sources[j] = key, -1
+            if owners:
+                placement[key] = owners[j]
     return keys, sources

@@ -29,6 +29,7 @@ from dask.utils import key_split
 
 from .. import config
 from ..codes._base import check_dtype
+from ._annotations import keep_annotations
 from .matmul import CodedOptions, _straggler_delays, product_layer
 
 __all__ = ["optimize", "enable", "disable", "coded", "enabled"]
@@ -59,14 +60,15 @@ def optimize(dsk: Any, keys: Any, **kwargs: Any) -> Any:
 
     Returns
     -------
-    The optimized graph.
+    The optimized graph. Layer annotations (``dask.annotate``, the coded layers' own) are
+    kept through Dask's low-level fusion, which would drop them (`keep_annotations`).
     """
     if isinstance(dsk, HighLevelGraph):
         try:
             dsk = _rewrite(dsk, keys)
         except Exception:  # a rewrite bug must never break a user's computation
             logger.exception("dask_polar: rewrite failed; computing the graph uncoded")
-    return dask.array.optimization.optimize(dsk, keys, **kwargs)
+    return keep_annotations(dask.array.optimization.optimize, dsk, keys, **kwargs)
 
 
 def _rewrite(hlg: HighLevelGraph, keys: Any) -> HighLevelGraph:
@@ -197,14 +199,12 @@ def _coded_layer(
     code = options.make_code(rows)
     delays = _straggler_delays(options.stragglers, code.n, options.seed)
     token = tokenize(out_name, repr(code), getattr(code, "info_set", None), delays, options)
-    tasks = product_layer(
+    return product_layer(
         a_keys, b_keys, tuple(row_chunks), tuple(col_chunks), np.dtype(out_ann["dtype"]),
         code, delays, options, out_name, token,
         a_dtype=a_dtype, inner=int(sum(layer.collection_annotations["chunks"][1])),
+        annotations=dict(annotations or {}), collection_annotations=out_ann,
     )
-    # Dask's own retries re-run a failed task on a cluster; the user's annotations win
-    annotations = {"retries": options.retries, **(annotations or {})}
-    return MaterializedLayer(tasks, annotations=annotations, collection_annotations=out_ann)
 
 
 _PREVIOUS: list[Any] = []
