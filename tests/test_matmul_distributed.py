@@ -154,9 +154,20 @@ def test_killed_worker_holding_the_jobs_start_still_gives_the_right_answer():
 
 def test_same_product_twice_and_a_timeout_on_the_cluster(client):
     A, B = rand((64, 8), (8, 8)), rand((8, 5), (8, 5))
-    C = coded_matmul(A, B, n=16, stragglers=np.r_[np.full(15, 0.01), 0.5])
-    for _ in range(2):  # the second run must not see the first run's cancel flag
+    C = coded_matmul(A, B, n=16, stragglers=np.r_[np.full(15, 0.01), 30.0])
+    for _ in range(2):  # each run has its own cancel flag and cancels its own straggler
+        start = time.perf_counter()
         np.testing.assert_allclose(C.compute(), A.compute() @ B.compute(), atol=1e-10)
+        assert time.perf_counter() - start < 10.0
+        assert 15 in dask_polar.last_job().cancelled
+
+    token = C.name.removeprefix("coded-matmul-")
+
+    def cancel_flags(dask_scheduler):
+        events = dask_scheduler.extensions["events"]._events
+        return [name for name, event in events.items() if token in name and event.is_set()]
+
+    assert len(client.run_on_scheduler(cancel_flags)) == 2
     delays = np.array([0.0, 30.0, 0.0, 30.0])
     start = time.perf_counter()
     with pytest.raises(dask_polar.CodedJobTimeout, match=r"not decodable \(k=4\)"):

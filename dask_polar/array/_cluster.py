@@ -4,12 +4,13 @@ On a dask.distributed cluster no task may gather the coded blocks or the results
 product is laid out as ordinary graph tasks and the scheduler's data locality does the rest:
 
 * ``polar-encode-*``: the butterfly, as in the driver layout (`encode_layer`);
-* ``polar-work-<token>`` ``(j,)``: ``X_j @ B``, run where coded block ``j`` lives. Each work
-  task that finishes asks the scheduler which results are in memory (``who_has``, metadata
-  only) and, once they are decodable, sets the job's cancel flag (a ``distributed.Event``):
-  the stragglers see it between row panels and return at once, without a result;
+* ``polar-work-<token>`` ``(j,)``: ``X_j @ B``, run where coded block ``j`` lives;
 * ``polar-result-<token>`` ``(j, p)``: row panel ``p`` of result ``j``, cut where the result
-  lives, so each decode task receives only its panel;
+  lives, so each decode task receives only its panel. The first panel of each result asks
+  the scheduler which results are in memory (``who_has``, metadata only, without blocking
+  its thread) and, once they are decodable, sets the job's cancel flag (a
+  ``distributed.Event``): the stragglers see it between row panels and return at once,
+  without a result;
 * ``polar-decode-<token>`` ``(p,)``: decodes row panel ``p`` of every data block from the
   first decodable set of results, in the order they finished. Decoding is linear and acts on
   rows independently, so the panels decode in parallel with one value-free schedule;
@@ -24,7 +25,11 @@ again elsewhere), so a result is either right or the compute raises.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +48,8 @@ if TYPE_CHECKING:
     from .matmul import EncodedBlocks
 
 __all__ = ["ClusterJob", "cluster_layer", "panel_bounds"]
+
+logger = logging.getLogger(__name__)
 
 #: Target bytes of one decode panel: small enough that the panels spread over the workers,
 #: large enough that the per-task overhead (a few ms) stays small against the decode.
@@ -74,9 +81,10 @@ class ClusterJob:
     def result_name(self) -> str:
         return f"polar-result-{self.token}"
 
-    @property
-    def event_name(self) -> str:
-        return f"polar-cancel-{self.token}"
+    def event_name(self, started: float) -> str:
+        """The cancel flag of the run that started at ``started``: each run of the graph has
+        its own, so a rerun of the same product (same token) starts with a clear flag."""
+        return f"polar-cancel-{self.token}-{started!r}"
 
     def record(self, started: float) -> JobRecord:
         """The job's record as the run starting at ``started`` begins it (all tasks pending)."""
@@ -90,39 +98,102 @@ class ClusterJob:
             straggler_delays=None if self.delays is None else self.delays[0].tolist(),
         )
 
-    def arrived(self, client: Any, also: int | None = None) -> np.ndarray:
-        """Mask of the results the scheduler holds (zero blocks always count), plus ``also``."""
-        keys = [(self.work_name, j) for j in self.coded] + [
+    @property
+    def result_keys(self) -> list[Any]:
+        """The keys whose presence on a worker shows a result arrived: the work tasks' and
+        their first panels' (a work result may be released once all its panels exist)."""
+        return [(self.work_name, j) for j in self.coded] + [
             (self.result_name, j, 0) for j in self.coded
         ]
-        # metadata only: which workers hold each key (Client.who_has wants futures)
-        holders = client.sync(client.scheduler.who_has, keys=keys)
+
+    def arrived_mask(self, holders: dict[Any, Any]) -> np.ndarray:
+        """Mask of the results held, from the scheduler's ``who_has`` of `result_keys` (zero
+        blocks always count)."""
         mask = np.ones(self.code.n, dtype=bool)
-        mask[list(self.coded)] = False
         for j in self.coded:
             mask[j] = bool(holders.get((self.work_name, j)) or holders.get((self.result_name, j, 0)))
-        if also is not None:
-            mask[also] = True
         return mask
+
+    def arrived(self, client: Any) -> np.ndarray:
+        """Mask of the results the scheduler holds now (metadata only: who holds each key)."""
+        return self.arrived_mask(client.sync(client.scheduler.who_has, keys=self.result_keys))
+
+
+#: A worker process stops asking for a job's flag once no task of the job has looked at it
+#: for this many seconds (a later look asks again).
+WATCH_IDLE_SECONDS = 1.0
+_WATCHED: OrderedDict[str, _WatchedEvent] = OrderedDict()  # event name -> this process's copy
+_WATCHED_LOCK = threading.Lock()
+
+
+class _WatchedEvent:
+    """This worker process's copy of the ``distributed.Event`` ``name``.
+
+    While tasks look at it, the worker's event loop asks the scheduler every `POLL_SECONDS`
+    whether the event is set, so the tasks read a local flag instead of making a round trip
+    to the scheduler each (on a busy cluster such a round trip can take as long as a
+    product). Once set, the copy stays set.
+    """
+
+    def __init__(self, client: Any, name: str) -> None:
+        self.client = client
+        self.name = name
+        self.flag = threading.Event()
+        self.used = time.monotonic()
+        self.watching = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def get(cls, client: Any, name: str) -> _WatchedEvent:
+        """The process's copy of event ``name``, created on first use."""
+        with _WATCHED_LOCK:
+            watched = _WATCHED.get(name)
+            if watched is None:
+                watched = _WATCHED[name] = cls(client, name)
+                while len(_WATCHED) > 1024:  # old jobs' copies
+                    _WATCHED.popitem(last=False)
+        return watched
+
+    def is_set(self) -> bool:
+        self.used = time.monotonic()
+        if not self.flag.is_set():
+            with self._lock:
+                start, self.watching = not self.watching, True
+            if start:
+                self.client.loop.add_callback(self._watch)
+        return self.flag.is_set()
+
+    async def _watch(self) -> None:
+        try:
+            while time.monotonic() - self.used < WATCH_IDLE_SECONDS:
+                if await self.client.scheduler.event_is_set(name=self.name):
+                    self.flag.set()
+                    return
+                await asyncio.sleep(POLL_SECONDS)
+        except (OSError, RuntimeError) as error:  # the worker or scheduler is closing
+            logger.debug("stopped watching %s (%r)", self.name, error)
+        finally:
+            with self._lock:
+                self.watching = False
 
 
 class _ClusterFlag:
     """Work task ``j``'s view of its job's cancel flag.
 
-    The flag is a ``distributed.Event`` named by the job's token, so a later run of the same
-    graph may find it still set: a set flag counts only while the results the scheduler
-    holds, other than ``j``'s own, are decodable. That also keeps a task whose result is
-    needed (e.g. re-run after its worker died) from cancelling itself.
+    The flag is a ``distributed.Event`` named by the job's run, which each worker process
+    watches once (`_WatchedEvent`). A set flag counts only while the results the scheduler
+    holds, other than ``j``'s own, are decodable: that keeps a task whose result is needed
+    (re-run after its worker died with a result) from cancelling itself.
     """
 
     def __init__(self, job: ClusterJob, index: int, started: float) -> None:
-        from distributed import Event, get_client
+        from distributed import get_client
 
         self.job = job
         self.index = index
         self.started = started
         self.client = get_client()
-        self.event = Event(job.event_name, client=self.client)
+        self.event = _WatchedEvent.get(self.client, job.event_name(started))
 
     def expired(self) -> bool:
         """Whether the job's ``timeout`` has passed (its tasks then stop, undecoded)."""
@@ -140,28 +211,46 @@ class _ClusterFlag:
         return self.job.code.decodable(mask)
 
     def is_set(self) -> bool:
+        if self.job.code.n == self.job.code.k:  # no redundancy: nothing is ever cancelled
+            return self.expired()
         return self.expired() or (self.event.is_set() and self._confirmed())
 
     def wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + self._left(timeout)
         while (left := deadline - time.monotonic()) > 0:
-            if self.event.wait(left) and self._confirmed():
+            if self.is_set():
                 return True
-            # set but not confirmed: the announcing task's result is not in memory yet, or
-            # the flag is left over from an earlier run; look again a poll later
-            time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            if self.event.flag.is_set():
+                # set, not confirmed: a result used for the announcement was lost since
+                time.sleep(min(left, POLL_SECONDS))
+            else:
+                self.event.flag.wait(min(left, POLL_SECONDS))
         return self.expired()
 
-    def announce(self) -> None:
-        """Set the flag if the results held, with this task's own, are decodable."""
-        mask = self.job.arrived(self.client, also=self.index)
-        if self.job.code.decodable(mask) and not self.event.is_set():
-            self.event.set()
-            record = self.job.record(self.started)
-            record.decodable_at = time.time() - self.started
-            record.used = np.flatnonzero(mask).tolist()
-            record.cancelled = np.flatnonzero(~mask).tolist()
-            notify("on_decodable", record)
+    def announce_soon(self) -> None:
+        """Set the flag, without waiting, if the results held are decodable.
+
+        The check runs on the worker's event loop, so the calling task returns at once: a
+        blocking round trip to the scheduler per result would cost as much as a product.
+        """
+        self.client.loop.add_callback(self._announce)
+
+    async def _announce(self) -> None:
+        scheduler, name = self.client.scheduler, self.job.event_name(self.started)
+        try:
+            mask = self.job.arrived_mask(await scheduler.who_has(keys=self.job.result_keys))
+            if not self.job.code.decodable(mask) or await scheduler.event_is_set(name=name):
+                return
+            await scheduler.event_set(name=name)
+            self.event.flag.set()
+        except (OSError, RuntimeError) as error:  # the worker or scheduler is closing
+            logger.debug("polar job %s: no announce (%r)", self.job.token, error)
+            return
+        record = self.job.record(self.started)
+        record.decodable_at = time.time() - self.started
+        record.used = np.flatnonzero(mask).tolist()
+        record.cancelled = np.flatnonzero(~mask).tolist()
+        notify("on_decodable", record)
 
 
 def start(job: ClusterJob) -> float:
@@ -191,8 +280,6 @@ def work(
         finished=outcome.finished - started, attempts=1, worker=outcome.worker,
     )
     notify("on_result", job.record(started), task)
-    if not outcome.cancelled:
-        flag.announce()
     return outcome
 
 
@@ -201,11 +288,12 @@ def result_panel(
 ) -> tuple[WorkOutcome, np.ndarray | None]:
     """Rows ``lo:hi`` of work task ``index``'s result, with its timing (no value if cancelled).
 
-    The first panel asks once more whether the job is decodable: two tasks finishing at once
-    may each have missed the other.
+    The first panel asks whether the job is now decodable. It runs once the scheduler knows
+    the result is in memory, so of two results arriving together the later one's check sees
+    both. A code without redundancy has nothing to cancel and does not ask.
     """
-    if lo == 0 and not outcome.cancelled:
-        _ClusterFlag(job, index, started).announce()
+    if lo == 0 and not outcome.cancelled and job.code.n > job.code.k:
+        _ClusterFlag(job, index, started).announce_soon()
     meta = WorkOutcome(None, outcome.started, outcome.finished, outcome.worker, outcome.cancelled)
     return meta, None if outcome.value is None else outcome.value[lo:hi]
 

@@ -49,9 +49,13 @@ def block_stats(block: np.ndarray) -> tuple[int | None, bool]:
     """
     if block.size == 0:
         return None, True
-    peak = float(np.max(np.abs(block)))
-    if not math.isfinite(peak):
+    if np.iscomplexobj(block):
+        high, low = float(np.max(np.abs(block))), 0.0
+    else:  # two reductions and no temporary |block|; a NaN or inf shows in either
+        high, low = float(np.max(block)), float(np.min(block))
+    if not (math.isfinite(high) and math.isfinite(low)):
         return None, False
+    peak = max(high, -low)
     return (None if peak == 0.0 else math.frexp(peak)[1]), True
 
 

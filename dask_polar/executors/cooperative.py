@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Any
@@ -35,7 +36,8 @@ class CooperativeTask:
 
     Examples
     --------
-    >>> import threading
+    >>> import math
+import threading
     >>> task = CooperativeTask(threading.Event())
     >>> task.sleep(0.0), task.cancelled(), task.done(42).value
     (False, False, 42)
@@ -45,14 +47,15 @@ class CooperativeTask:
         self.flag = flag
         self.started = time.time()
         self.worker = worker_name()
-        self._checked = time.monotonic()
+        self._checked = -math.inf  # the first check asks: the job may be decodable already
 
     def sleep(self, delay: float) -> bool:
         """Wait out an injected straggler ``delay``; True if the job was cancelled meanwhile."""
         return delay > 0 and bool(self.flag.wait(delay))
 
     def cancelled(self) -> bool:
-        """Whether the job was cancelled, asking the flag at most every `POLL_SECONDS`."""
+        """Whether the job was cancelled, asking the flag on the first call and then at most
+        every `POLL_SECONDS`."""
         if time.monotonic() - self._checked <= POLL_SECONDS:
             return False
         self._checked = time.monotonic()
