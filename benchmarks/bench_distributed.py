@@ -9,7 +9,8 @@ What is measured (DESIGN.md section 4: ratios measured side by side in one run):
 * Four methods: plain Dask (``A @ B``), and `coded_matmul` with ``code="uncoded"``,
   ``"polar"`` (n = 2k) and ``"mds"`` (n = 2k), all in the cluster layout. Each run persists
   ``C`` (it stays a distributed array) and waits for it.
-* Per run: wall time, **bytes moved** between workers (the workers' incoming transfer logs,
+* Per run: wall time, the worker processes' **CPU time** (on a machine with fewer cores
+  than worker threads it is what the wall time pays for), **bytes moved** between workers (the workers' incoming transfer logs,
   summed) over ``|A|``, and the **peak managed memory** of the busiest worker (a worker
   plugin samples ``WorkerState.nbytes`` at every task transition) over ``|A|``.
 * Two sections: no stragglers, and injected stragglers ``Bimodal(base=0.1, slow_prob=0.05,
@@ -99,6 +100,15 @@ def _product(method: str, A: Any, B: Any, model: Any, seed: int) -> Any:
     return coded_matmul(A, B, code=method, n=n, stragglers=model, seed=seed, layout="cluster")
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this (worker) process so far: the cost of a run on a machine whose
+    cores are all busy, where wall time hides it."""
+    import psutil
+
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
 def _managed(dask_worker: Any) -> int:
     return dask_worker.state.nbytes
 
@@ -118,13 +128,16 @@ def _once(client: Any, method: str, A: Any, B: Any, model: Any, seed: int, expec
     C = _product(method, A, B, model, seed)
     _settle(client, A.nbytes + B.nbytes)
     client.run(_reset)
+    cpu = sum(client.run(_cpu_seconds).values())
     start = time.perf_counter()
     C = C.persist()
     wait(C)
     wall = time.perf_counter() - start
+    cpu = sum(client.run(_cpu_seconds).values()) - cpu
     measured = client.run(_measure)
     row = {
         "wall": wall,
+        "cpu": cpu,
         "moved": sum(moved for moved, _ in measured.values()),
         "peak": max(peak for _, peak in measured.values()),
         "max_received": max(moved for moved, _ in measured.values()),
@@ -147,6 +160,7 @@ def _section(client: Any, A: Any, B: Any, model: Any, trials: int, seed: int, ex
     for method, runs in rows.items():
         stats[method] = {
             "median_wall": float(np.median([r["wall"] for r in runs])),
+            "median_cpu": float(np.median([r["cpu"] for r in runs])),
             "moved_over_A": float(np.median([r["moved"] for r in runs]) / size),
             "max_received_over_A": float(np.median([r["max_received"] for r in runs]) / size),
             "peak_over_A": float(np.median([r["peak"] for r in runs]) / size),
@@ -161,10 +175,11 @@ def _section(client: Any, A: Any, B: Any, model: Any, trials: int, seed: int, ex
 
 def _print(title: str, stats: dict) -> None:
     print(f"\n{title}")
-    print(f"{'method':<10}{'median s':>10}{'x plain':>9}{'moved/|A|':>11}"
+    print(f"{'method':<10}{'median s':>10}{'x plain':>9}{'cpu s':>8}{'moved/|A|':>11}"
           f"{'max recv/|A|':>14}{'peak/|A|':>10}{'ok':>5}")
     for method, s in stats.items():
         print(f"{method:<10}{s['median_wall']:>10.3f}{s['wall_vs_plain']:>9.2f}"
+              f"{s['median_cpu']:>8.2f}"
               f"{s['moved_over_A']:>11.2f}{s['max_received_over_A']:>14.2f}"
               f"{s['peak_over_A']:>10.2f}{'yes' if s['ok'] else 'NO':>5}")
 

@@ -202,6 +202,51 @@ def render_codes(results: dict[str, Any]) -> list[str]:
     return out
 
 
+@benchmark("distributed", "Coded A @ B across worker processes (``bench_distributed``)")
+def render_distributed(results: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    shape = results.get("shape_A") or ["?", "?"]
+    out += [
+        f"``A`` {shape[0]} x {shape[1]} float64 in k = {results.get('k')} row blocks, ``B`` "
+        f"with {results.get('q')} columns, n = {results.get('n')}, "
+        f"{results.get('workers')} worker processes, {results.get('trials')} trials per "
+        "method. Ratios are against plain Dask's median; cpu is the worker processes' CPU "
+        "seconds (median).",
+        "",
+    ]
+    out += table(
+        ["target", ""],
+        ([name, mark(ok)] for name, ok in results.get("targets", {}).items()),
+        "Targets (polar)",
+    )
+    sections = [("no_stragglers", "No stragglers"),
+                ("stragglers", f"Stragglers: {results.get('straggler_model')}")]
+    for key, caption in sections:
+        out += table(
+            ["method", "median s", "x plain", "cpu s", "moved / |A|", "max received / |A|",
+             "peak / |A|", "matches"],
+            ([name, num(m.get("median_wall")), ratio(m.get("wall_vs_plain")),
+              num(m.get("median_cpu")), num(m.get("moved_over_A")),
+              num(m.get("max_received_over_A")), num(m.get("peak_over_A")),
+              "yes" if m.get("ok") else "NO"]
+             for name, m in results.get(key, {}).items()),
+            caption,
+        )
+    limited = results.get("memory_limited", {})
+    if limited:
+        shape = limited.get("shape_A") or ["?", "?"]
+        matches = "yes" if limited.get("ok") else "NO"
+        out += [
+            f"Memory-limited run: ``A`` {shape[0]} x {shape[1]}, each worker's "
+            f"``memory_limit`` {num(limited.get('memory_limit', 0) / 2**20)} MiB (0.6 ``|A|``): "
+            f"{num(limited.get('wall'))} s, matches plain Dask: {matches}, peak managed "
+            f"memory {num(limited.get('peak_over_A'))} ``|A|``, moved "
+            f"{num(limited.get('moved_over_A'))} ``|A|``.",
+            "",
+        ]
+    return out
+
+
 @benchmark("simulate", "The simulator at 16,384 workers (``bench_simulate``)")
 def render_simulate(results: dict[str, Any]) -> list[str]:
     out: list[str] = []
