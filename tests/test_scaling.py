@@ -160,3 +160,24 @@ def test_coded_matrix_scales_and_rejects_non_finite():
     a[3, 3] = np.inf
     with pytest.raises(ValueError, match=r"row block\(s\) \[0\]"):
         dask_polar.CodedMatrix(a, k=8)
+
+
+@pytest.mark.parametrize("factors", [[1.0, 1.0, 1.0], [4.0, 1.0, 0.0], [1.0, 0.5, 2.0]])
+def test_encode_sums_scaled_terms_and_leaves_the_inputs_alone(factors):
+    from dask_polar.array._tasks import add, combine
+
+    rng = np.random.default_rng(0)
+    blocks = [rng.standard_normal((5, 3)) for _ in range(3)]
+    copies = [b.copy() for b in blocks]
+    scales = Scales(np.array(factors))
+    coefficients = np.array([2.0, -1.0, 0.5])
+    expected = sum(f * b for f, b in zip(factors, blocks))
+    np.testing.assert_allclose(add(scales, (0, 1, 2), *blocks), expected)
+    np.testing.assert_allclose(
+        combine(coefficients, scales, (0, 1, 2), *blocks),
+        sum(c * f * b for c, f, b in zip(coefficients, factors, blocks)),
+    )
+    np.testing.assert_array_equal(add(scales, (-1,), blocks[0]), blocks[0])
+    for block, copy in zip(blocks, copies):  # inputs are shared graph data
+        np.testing.assert_array_equal(block, copy)
+    np.testing.assert_array_equal(add(Scales(np.zeros(3)), (0, 1, 2), *blocks), 0.0)

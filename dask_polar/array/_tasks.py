@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,28 +22,29 @@ __all__ = [
 def _terms(
     scales: Scales, sources: tuple[int, ...], blocks: tuple[np.ndarray, ...],
     coefficients: Any = None,
-) -> list[np.ndarray]:
+) -> Iterator[tuple[np.ndarray, bool]]:
     """The blocks an encode task sums, each times its coefficient and its data block's scale
-    factor; data blocks marked for direct computation (factor 0) are left out."""
-    terms = []
+    factor, with whether it is a new array (else an input, which must not change); data
+    blocks marked for direct computation (factor 0) are left out. A generator, so that a
+    dense code's task holds one scaled term at a time, not all of them."""
     for t, (source, block) in enumerate(zip(sources, blocks)):
         factor = scales.factor(source) * (1.0 if coefficients is None else coefficients[t])
         if factor == 1.0:
-            terms.append(block)
+            yield block, False
         elif factor != 0.0:
-            terms.append(block * np.asarray(factor, dtype=block.dtype))
-    return terms
+            yield block * np.asarray(factor, dtype=block.dtype), True
 
 
-def _sum(terms: list[np.ndarray], like: np.ndarray) -> np.ndarray:
-    if not terms:
-        return np.zeros_like(like)
-    if len(terms) == 1:
-        return terms[0]
-    out = terms[0] + terms[1]
-    for block in terms[2:]:
-        out += block
-    return out
+def _sum(terms: Iterator[tuple[np.ndarray, bool]], like: np.ndarray) -> np.ndarray:
+    out, owned = None, False
+    for term, new in terms:
+        if out is None:
+            out, owned = term, new
+        elif owned:
+            out += term
+        else:
+            out, owned = out + term, True
+    return np.zeros_like(like) if out is None else out
 
 
 def add(scales: Scales, sources: tuple[int, ...], *blocks: np.ndarray) -> np.ndarray:
