@@ -81,6 +81,12 @@ class ClusterJob:
     def result_name(self) -> str:
         return f"polar-result-{self.token}"
 
+    @property
+    def cancellable(self) -> bool:
+        """Whether the code has redundancy: without, every result is needed and nothing is
+        cancelled, so the tasks need not look at the flag."""
+        return self.code.n > self.code.k
+
     def event_name(self, started: float) -> str:
         """The cancel flag of the run that started at ``started``: each run of the graph has
         its own, so a rerun of the same product (same token) starts with a clear flag."""
@@ -211,7 +217,7 @@ class _ClusterFlag:
         return self.job.code.decodable(mask)
 
     def is_set(self) -> bool:
-        if self.job.code.n == self.job.code.k:  # no redundancy: nothing is ever cancelled
+        if not self.job.cancellable:
             return self.expired()
         return self.expired() or (self.event.is_set() and self._confirmed())
 
@@ -236,6 +242,8 @@ class _ClusterFlag:
         self.client.loop.add_callback(self._announce)
 
     async def _announce(self) -> None:
+        if self.event.flag.is_set():  # announced already: no need to ask
+            return
         scheduler, name = self.client.scheduler, self.job.event_name(self.started)
         try:
             mask = self.job.arrived_mask(await scheduler.who_has(keys=self.job.result_keys))
@@ -290,9 +298,10 @@ def result_panel(
 
     The first panel asks whether the job is now decodable. It runs once the scheduler knows
     the result is in memory, so of two results arriving together the later one's check sees
-    both. A code without redundancy has nothing to cancel and does not ask.
+    both. A code without redundancy has nothing to cancel and does not ask
+    (`ClusterJob.cancellable`).
     """
-    if lo == 0 and not outcome.cancelled and job.code.n > job.code.k:
+    if lo == 0 and not outcome.cancelled and job.cancellable:
         _ClusterFlag(job, index, started).announce_soon()
     meta = WorkOutcome(None, outcome.started, outcome.finished, outcome.worker, outcome.cancelled)
     return meta, None if outcome.value is None else outcome.value[lo:hi]

@@ -36,8 +36,7 @@ class CooperativeTask:
 
     Examples
     --------
-    >>> import math
-import threading
+    >>> import threading
     >>> task = CooperativeTask(threading.Event())
     >>> task.sleep(0.0), task.cancelled(), task.done(42).value
     (False, False, 42)
