@@ -483,10 +483,41 @@ def product_layer(
     inputs are. The layer is annotated with ``retries`` (Dask's own retries re-run a failed
     task on a cluster) and then ``annotations`` (the user's, which win).
     """
-    tasks, placement = _product_tasks(
-        a_keys, b_keys, row_chunks, col_chunks, dtype, code, delays, options, out_name, token,
-        a_dtype=a_dtype, inner=inner, homes=homes,
+    dtype = np.dtype(dtype)
+    work = work_dtype(dtype)
+    rhs_key: Any = b_keys[0][0]
+    tasks: dict[Any, Task] = {}
+    if len(b_keys) > 1 or len(b_keys[0]) > 1:
+        rhs_key = f"polar-rhs-{token}"
+        grid = List(*[List(*map(TaskRef, row)) for row in b_keys])
+        tasks[rhs_key] = Task(rhs_key, np.block, grid)
+    cluster = use_cluster_layout(options)
+    encoded = encode_layer(
+        a_keys, row_chunks, code, token, work=work, inner=inner,
+        cast=a_dtype is None or np.dtype(a_dtype) != work, rhs_key=rhs_key,
+        # on a cluster every butterfly input may sit on another worker: radix 2 moves least
+        stages_per_task=1 if cluster else STAGES_PER_TASK, homes=homes if cluster else None,
     )
+    tasks.update(encoded.layer)
+    direct_name = f"polar-direct-{token}"
+    for i, key in enumerate(encoded.data_keys):
+        tasks[(direct_name, i)] = Task(
+            (direct_name, i), _tasks.direct_product, TaskRef(encoded.scales_key), i,
+            TaskRef(key), TaskRef(rhs_key),
+        )
+        if cluster and homes and homes[i] is not None:
+            encoded.placement[(direct_name, i)] = homes[i]
+    placement: dict[Any, str] = {}
+    if cluster:
+        tasks, placement = cluster_layer(
+            tasks, encoded, rhs_key, row_chunks, col_chunks, dtype, work, code, delays,
+            options.panel_rows, options.timeout, out_name, token, homes,
+        )
+    else:
+        _driver_layer(
+            tasks, encoded, rhs_key, row_chunks, col_chunks, dtype, work, code, delays,
+            options, out_name, token,
+        )
     layer_annotations: dict[str, Any] = {"retries": options.retries}
     if placement:
         # evaluated per key where the graph is packed; None (the other keys) is no annotation
@@ -498,56 +529,27 @@ def product_layer(
     )
 
 
-def _product_tasks(
-    a_keys: list[list[Any]],
-    b_keys: list[list[Any]],
+def _driver_layer(
+    layer: dict[Any, Task],
+    encoded: EncodedBlocks,
+    rhs_key: Any,
     row_chunks: tuple[int, ...],
     col_chunks: tuple[int, ...],
     dtype: np.dtype,
+    work: np.dtype,
     code: ErasureCode,
     delays: np.ndarray | None,
     options: CodedOptions,
     out_name: str,
     token: str,
-    *,
-    a_dtype: np.dtype | None,
-    inner: int,
-    homes: list[str | None] | None,
-) -> tuple[dict[Any, Any], dict[Any, str]]:
-    """`product_layer`'s tasks and its encode placement (task -> worker)."""
-    dtype = np.dtype(dtype)
-    work = work_dtype(dtype)
-    rhs_key: Any = b_keys[0][0]
-    layer: dict[Any, Task] = {}
-    if len(b_keys) > 1 or len(b_keys[0]) > 1:
-        rhs_key = f"polar-rhs-{token}"
-        grid = List(*[List(*map(TaskRef, row)) for row in b_keys])
-        layer[rhs_key] = Task(rhs_key, np.block, grid)
-    cluster = use_cluster_layout(options)
-    encoded = encode_layer(
-        a_keys, row_chunks, code, token, work=work, inner=inner,
-        cast=a_dtype is None or np.dtype(a_dtype) != work, rhs_key=rhs_key,
-        # on a cluster every butterfly input may sit on another worker: radix 2 moves least
-        stages_per_task=1 if cluster else STAGES_PER_TASK, homes=homes if cluster else None,
-    )
-    layer.update(encoded.layer)
+) -> None:
+    """Add the driver layout's tasks to ``layer`` (which holds the encode and
+    ``polar-direct-<token>`` tasks): one driving task that runs the work and decodes, and
+    the output blocks cut from its result."""
     scales = TaskRef(encoded.scales_key)
-    direct_name = f"polar-direct-{token}"
-    for i, key in enumerate(encoded.data_keys):
-        layer[(direct_name, i)] = Task(
-            (direct_name, i), _tasks.direct_product, scales, i, TaskRef(key), TaskRef(rhs_key)
-        )
-        if cluster and homes and homes[i] is not None:
-            encoded.placement[(direct_name, i)] = homes[i]
-    if cluster:
-        return cluster_layer(
-            layer, encoded, rhs_key, row_chunks, col_chunks, dtype, work, code, delays,
-            options.panel_rows, options.timeout, out_name, token, homes,
-        )
-    block_rows = max(row_chunks)
     spec = _tasks.CodedJobSpec(
         token=token, code=code, coded_keys=encoded.coded_keys, sources=encoded.sources,
-        rhs_key=rhs_key, block_rows=block_rows, dtype=work, delays=delays,
+        rhs_key=rhs_key, block_rows=max(row_chunks), dtype=work, delays=delays,
         retries=options.retries, backup=options.backup, timeout=options.timeout,
         local_workers=options.local_workers, panel_rows=options.panel_rows,
         executor=options.executor,
@@ -562,10 +564,10 @@ def _product_tasks(
         for c in range(len(col_chunks)):
             key = (out_name, i, c)
             layer[key] = Task(
-                key, _tasks.take, TaskRef(decode_key), scales, TaskRef((direct_name, i)), i,
-                rows, col_bounds[c], col_bounds[c + 1], dtype,
+                key, _tasks.take, TaskRef(decode_key), scales,
+                TaskRef((f"polar-direct-{token}", i)), i, rows, col_bounds[c],
+                col_bounds[c + 1], dtype,
             )
-    return layer, {}
 
 
 def _optimize_keeping_annotations(dsk: Any, keys: Any, **kwargs: Any) -> Any:
