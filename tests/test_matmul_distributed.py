@@ -122,6 +122,9 @@ def test_no_worker_receives_more_than_its_share():
         received = client.run(_received)
         np.testing.assert_allclose(C.compute(), a @ b, atol=1e-10)
     moved = {address: total for address, (total, _) in received.items()}
+    # the layout's model gives the busiest worker at most 11 of the 16 blocks' worth (0.69);
+    # measured 0.59-0.65 in 20 runs on two loaded cores (0.72 and, in CI, 0.77 before the
+    # swap search of coded_block_owners)
     assert max(moved.values()) <= 0.75 * a.nbytes, moved
     assert sum(moved.values()) <= 2.5 * a.nbytes, moved  # measured 2.1
     moved_keys = [dask.utils.key_split(key) for _, keys in received.values() for key in keys]
