@@ -126,13 +126,23 @@ def test_no_worker_receives_more_than_its_share():
     # measured 0.59-0.65 in 20 runs on two loaded cores (0.72 and, in CI, 0.77 before the
     # swap search of coded_block_owners)
     assert max(moved.values()) <= 0.75 * a.nbytes, moved
-    assert sum(moved.values()) <= 2.5 * a.nbytes, moved  # measured 2.1
+    assert sum(moved.values()) <= 2.5 * a.nbytes, moved  # measured 1.8-1.95
     moved_keys = [dask.utils.key_split(key) for _, keys in received.values() for key in keys]
     # results stay and only their row panels move, but the tasks are pinned loosely (a lost
     # worker's tasks must run elsewhere), so work stealing may move a few off a busy worker
     assert moved_keys.count("polar-work") <= 32 // 8, moved_keys
     decodes = [t["key"] for t in stream.data if "polar-decode" in str(t["key"])]
     assert len(decodes) >= 2  # decoding runs as panel tasks
+
+
+def test_persisted_rows_in_their_workers_order_give_numpys_answer(client):
+    # A persisted on two workers: a polar code takes its row blocks in the order of their
+    # workers (the short last block lands inside), and the output keeps A's order
+    A = rand((1000, 6), (64, 6), seed=7).persist()
+    B = rand((6, 5), (6, 3), seed=8).persist()
+    distributed.wait([A, B])
+    C = coded_matmul(A, B, n=32)
+    np.testing.assert_allclose(C.compute(), A.compute() @ B.compute(), atol=1e-10)
 
 
 def test_killed_worker_holding_the_jobs_start_still_gives_the_right_answer():

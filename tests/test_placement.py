@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dask_polar.array import make_code
-from dask_polar.array._placement import coded_block_owners, encode_receipts
+from dask_polar.array._placement import coded_block_owners, data_block_order, encode_receipts
 from dask_polar.array.matmul import encode_layer
 
 WORKERS = ["tcp://w0", "tcp://w1", "tcp://w2", "tcp://w3"]
@@ -79,3 +79,20 @@ def test_no_worker_receives_much_more_than_its_share(counts):
         busiest.append(max(received.values()))
         assert sum(received.values()) <= 36  # 2.25 |A|
     assert np.median(busiest) <= 9 and max(busiest) <= 11, busiest
+
+
+def test_row_blocks_take_the_positions_their_workers_own():
+    # n = 2k = 32 on four workers holding four blocks each: ordered, the encode moves
+    # 1.75 |A| in the median instead of 1.94 |A| (28 blocks instead of 31)
+    code = make_code("polar", 16, n=32)
+    rng = np.random.default_rng(5)
+    totals = {"as given": [], "ordered": []}
+    for _ in range(30):
+        homes = list(rng.permutation(WORKERS * 4))
+        order = data_block_order(code, homes)
+        assert sorted(order) == list(range(16))
+        for name, ordered in [("as given", homes), ("ordered", [homes[i] for i in order])]:
+            totals[name].append(sum(graph_receipts(code, ordered)[1].values()))
+    assert np.median(totals["ordered"]) <= 28 < np.median(totals["as given"]), totals
+    assert data_block_order(code, None) is None
+    assert data_block_order(make_code("mds", 4, n=6), WORKERS) is None

@@ -401,6 +401,7 @@ def cluster_layer(
     out_name: str,
     token: str,
     homes: list[str | None] | None = None,
+    order: list[int] | None = None,
 ) -> tuple[dict[Any, Any], dict[Any, str]]:
     """Add the work, result, decode and output tasks of a coded product to ``layer``.
 
@@ -410,7 +411,8 @@ def cluster_layer(
     task and its result panels on the worker of its coded block, and the decode panels
     round-robin over the workers, each with its parts. Dask's scheduler would otherwise
     move tasks away from their data to workers that look less busy (it guesses 0.5 s for a
-    task it has not timed), taking their inputs along.
+    task it has not timed), taking their inputs along. ``order[i]`` is the row block of the
+    output that data block ``i`` is (`data_block_order`; the identity if None).
     """
     block_rows = max(row_chunks)
     columns = int(sum(col_chunks))
@@ -461,7 +463,7 @@ def cluster_layer(
                 parts.append(TaskRef(key))
                 if workers:
                     placement[key] = placement[(decode_name, p)]
-            out = (out_name, i, c)
+            out = (out_name, i if order is None else order[i], c)
             layer[out] = Task(
                 out, join_parts, scales, TaskRef((f"polar-direct-{token}", i)), i, rows,
                 col_bounds[c], col_bounds[c + 1], dtype, *parts,

@@ -4,7 +4,9 @@ Given the worker holding each of ``A``'s row blocks, `coded_block_owners` splits
 positions into contiguous ranges, one per worker, and chooses which worker gets which range
 so that the encode moves few blocks and no worker receives much more than its share. Each
 encode task then runs on the worker of its output position (see ``_encode_graph`` in
-`dask_polar.array.matmul`), and each work task where its coded block is.
+`dask_polar.array.matmul`), and each work task where its coded block is. Which of ``A``'s
+row blocks a polar code's data position takes is free (the decode gives them back in the
+same order): `data_block_order` gives a position to a block already on its owner.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from ..codes import ErasureCode, PolarCode
 
-__all__ = ["coded_block_owners", "encode_receipts"]
+__all__ = ["coded_block_owners", "data_block_order", "encode_receipts"]
 
 #: Assignments tried by the swap search of `coded_block_owners` (each costs one
 #: `encode_receipts`, O(log n) array operations: ~0.1 ms at n = 64, ~1.3 ms at n = 1024).
@@ -124,3 +126,30 @@ def coded_block_owners(code: ErasureCode, homes: Sequence[str | None] | None) ->
                 else:
                     order[g], order[other] = order[other], order[g]
     return [workers[order[g]] for g in group]
+
+
+def data_block_order(code: ErasureCode, homes: Sequence[str | None] | None) -> list[int] | None:
+    """Which of ``A``'s row blocks each data position of a polar code takes, given where
+    the blocks live: ``order[m]`` is the row block encoded as data block ``m``.
+
+    A row block takes, where the counts allow, a position whose owner (`coded_block_owners`)
+    is the worker holding it, so it is encoded without first being moved; the owners are
+    then chosen again for the blocks so ordered. Modelled at n = 2k = 64 on four workers
+    holding eight blocks each: the encode moves 1.75 |A| instead of 1.97 |A|, and its
+    busiest worker receives 0.56 |A| instead of 0.59 |A|. None (the blocks in their own
+    order) for the other codes, whose coded blocks are not positions of a butterfly, or
+    without ``homes``.
+    """
+    owners = coded_block_owners(code, homes)
+    if owners is None or homes is None or not isinstance(code, PolarCode):
+        return None
+    position_owner = [owners[int(position)] for position in code.info_set]
+    order: list[int | None] = [None] * code.k
+    waiting = list(range(code.k))
+    for worker in sorted(set(homes), key=str):
+        positions = [m for m, owner in enumerate(position_owner) if owner == worker]
+        blocks = [i for i, home in enumerate(homes) if home == worker]
+        for m, i in zip(positions, blocks):
+            order[m] = i
+            waiting.remove(i)
+    return [i if i is not None else waiting.pop(0) for i in order]

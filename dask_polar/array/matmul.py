@@ -28,7 +28,7 @@ from ..codes._base import check_dtype
 from . import _tasks
 from ._annotations import keep_annotations
 from ._cluster import cluster_layer
-from ._placement import coded_block_owners
+from ._placement import coded_block_owners, data_block_order
 from ._scaling import block_stats, job_scales, work_dtype
 
 __all__ = [
@@ -481,8 +481,10 @@ def product_layer(
 
     ``homes[i]`` is the worker holding ``A``'s row block ``i`` (or None), if known: the
     encode tasks then carry ``workers`` annotations (loose) that keep the butterfly where its
-    inputs are. The layer is annotated with ``retries`` (Dask's own retries re-run a failed
-    task on a cluster) and then ``annotations`` (the user's, which win).
+    inputs are, and a polar code takes the row blocks in the order that leaves most of them
+    where they are (`data_block_order`). The layer is annotated with ``retries`` (Dask's
+    own retries re-run a failed task on a cluster) and then ``annotations`` (the user's,
+    which win).
     """
     dtype = np.dtype(dtype)
     work = work_dtype(dtype)
@@ -493,6 +495,11 @@ def product_layer(
         grid = List(*[List(*map(TaskRef, row)) for row in b_keys])
         tasks[rhs_key] = Task(rhs_key, np.block, grid)
     cluster = use_cluster_layout(options)
+    order = data_block_order(code, homes) if cluster else None
+    if order is not None:  # data block m is A's row block order[m], on its position's worker
+        a_keys = [a_keys[i] for i in order]
+        row_chunks = tuple(row_chunks[i] for i in order)
+        homes = [homes[i] for i in order]  # type: ignore[index]
     encoded = encode_layer(
         a_keys, row_chunks, code, token, work=work, inner=inner,
         cast=a_dtype is None or np.dtype(a_dtype) != work, rhs_key=rhs_key,
@@ -512,7 +519,7 @@ def product_layer(
     if cluster:
         tasks, placement = cluster_layer(
             tasks, encoded, rhs_key, row_chunks, col_chunks, dtype, work, code, delays,
-            options.panel_rows, options.timeout, out_name, token, homes,
+            options.panel_rows, options.timeout, out_name, token, homes, order,
         )
     else:
         _driver_layer(
