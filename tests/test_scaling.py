@@ -10,7 +10,9 @@ import pytest
 
 import dask_polar
 from dask_polar import coded_matmul
-from dask_polar.array._scaling import Scales, block_stats, job_scales, work_dtype
+from dask_polar.array._scaling import (
+    ZERO_ROW, Scales, block_stats, job_scales, peak_exponent, work_dtype,
+)
 
 CODES = ["polar", "mds", "local-product", "replication"]
 
@@ -34,45 +36,60 @@ def coded(a, b, code="polar", rows=8):
 # -- the pure functions ---------------------------------------------------------------------
 
 
+def exps(*values):
+    """Row exponents as `block_stats` gives them (None: an all-zero row)."""
+    return np.array([ZERO_ROW if v is None else v for v in values])
+
+
 def test_block_stats():
-    assert block_stats(np.array([[0.75, -3.0]])) == (2, True)  # 3 = 0.75 * 2**2
-    assert block_stats(np.zeros((2, 2))) == (None, True)
+    rows, finite = block_stats(np.array([[0.75, -3.0], [0.0, 0.0], [0.25, 0.5]]))
+    np.testing.assert_array_equal(rows, [2, ZERO_ROW, 0])  # 3 = 0.75 * 2**2, 0.5 = 0.5 * 2**0
+    assert finite and peak_exponent(rows) == 2 and peak_exponent(exps(None)) is None
     assert block_stats(np.array([[1.0, np.nan]])) == (None, False)
     assert block_stats(np.array([[1.0, -np.inf]])) == (None, False)
-    assert block_stats(np.empty((0, 3))) == (None, True)
+    assert block_stats(np.array([[1.0 + 3.0j]]))[0].tolist() == [2]  # |1+3i| = 0.79 * 2**2
+    assert block_stats(np.array([[1.0j, np.nan]])) == (None, False)
+    assert block_stats(np.empty((0, 3)))[0].size == 0
+    assert block_stats(np.array([[True, False], [False, False]]))[0].tolist() == [1, ZERO_ROW]
+    assert block_stats(np.array([[-128, 3]], dtype=np.int8))[0].tolist() == [8]  # no wrap
 
 
-def test_similar_blocks_are_left_alone():
-    scales = job_scales(np.float64, 64, 100, [(2, True), (3, True), (0, True), (None, True)])
-    np.testing.assert_array_equal(scales.a, 1.0)
+def test_similar_rows_are_left_alone():
+    a_stats = [(exps(2, 1), True), (exps(3, 0), True), (exps(None, None), True)]
+    scales = job_scales(np.float64, 64, 100, a_stats)
+    assert scales.rows == (None, None, None) and all(scales.finite)
     assert scales.b == 1.0 and scales.b_finite
 
 
-def test_small_blocks_are_scaled_up_by_powers_of_two():
-    scales = job_scales(np.float64, 64, 100, [(30, True), (3, True), (None, False)])
-    assert scales.a[0] == 1.0 and scales.a[1] == 2.0**27 and scales.a[2] == 0.0
-    assert not scales.coded(2) and scales.coded(1)
+def test_small_rows_are_scaled_up_by_powers_of_two():
+    scales = job_scales(np.float64, 64, 100, [(exps(30, 3, None), True), (exps(3), True), (None, False)])
+    np.testing.assert_array_equal(scales.rows[0], [1.0, 2.0**27, 1.0])  # a zero row stays
+    np.testing.assert_array_equal(scales.rows[1], [2.0**27])
+    assert scales.rows[2] is None and scales.left_out(2) and not scales.coded(2)
+    assert scales.coded(1) and not scales.left_out(-1) and scales.row_factors(-1) is None
 
 
 def test_sums_near_the_maximum_are_scaled_down():
-    scales = job_scales(np.float64, 64, 1000, [(1023, True), (1020, True)])
-    top = 1023 + math.log2(scales.a[0])
+    scales = job_scales(np.float64, 64, 1000, [(exps(1023, 1020), True)])
+    top = 1023 + math.log2(scales.rows[0][0])
     assert top + 6 + 10 < 1024  # n terms of inner terms stay finite
-    assert all(math.log2(f).is_integer() for f in scales.a)
+    assert all(math.log2(f).is_integer() for f in scales.rows[0])
 
 
 def test_huge_b_is_scaled_and_non_finite_b_marks_every_block():
-    scales = job_scales(np.float64, 8, 10, [(0, True)], (300, True))
+    scales = job_scales(np.float64, 8, 10, [(exps(0), True)], (exps(300, 2), True))
     assert scales.b == 2.0**-300
-    scales = job_scales(np.float64, 8, 10, [(0, True)], (None, False))
+    scales = job_scales(np.float64, 8, 10, [(exps(0), True)], (None, False))
     assert not scales.coded(0)
     np.testing.assert_array_equal(scales.rhs(np.array([[np.inf, 1.0]])), [[0.0, 1.0]])
 
 
 def test_unscale_is_exact():
-    scales = Scales(np.array([2.0**-40]), 2.0**3)
-    value = np.array([[1.0 + 2**-52]])
-    assert scales.unscale(0, value * 2.0**-37, np.float64)[0, 0] == value[0, 0]
+    scales = Scales((np.array([2.0**-40, 4.0]),), (True,), 2.0**3)
+    value = np.array([[1.0 + 2**-52], [3.0]])
+    out = scales.unscale(0, value * [[2.0**-37], [32.0]], np.float64)
+    np.testing.assert_array_equal(out, value)
+    np.testing.assert_array_equal(scales.unscale(0, value[:1] * 2.0**-37, np.float64), value[:1])
 
 
 def test_work_dtype():
@@ -141,6 +158,22 @@ def test_mixed_magnitudes_keep_each_blocks_digits(code, magnitude):
         assert err <= 100 * max(base, np.finfo(np.float64).eps), (i, err, base)
 
 
+@pytest.mark.parametrize("code", CODES)
+@pytest.mark.parametrize("magnitude", [1e8, 1e16, 1e-12])
+def test_mixed_magnitudes_inside_a_block_keep_each_rows_digits(code, magnitude):
+    # rows far from the others inside one row block: a factor per block cannot help them,
+    # a factor per row keeps each row's error near uncoded (was 2e-3 of the row at 1e12)
+    a, b = rand((128, 20)), rand((20, 4), seed=1)
+    a[[19, 20, 45]] *= magnitude  # two rows of block 2 and one of block 5, of 16
+    exact = a.astype(np.longdouble) @ b.astype(np.longdouble)
+    out, uncoded = coded(a, b, code), a @ b
+    for r in range(128):
+        scale = np.linalg.norm(exact[r].astype(np.float64))
+        err = np.linalg.norm((out[r] - exact[r]).astype(np.float64)) / scale
+        base = np.linalg.norm((uncoded[r] - exact[r]).astype(np.float64)) / scale
+        assert err <= 100 * max(base, np.finfo(np.float64).eps), (r, err, base)
+
+
 def test_the_rewrite_gives_numpys_nan_pattern():
     a, b = rand((64, 6)), rand((6, 5), seed=1)
     a[40, 0] = np.nan
@@ -169,7 +202,7 @@ def test_encode_sums_scaled_terms_and_leaves_the_inputs_alone(factors):
     rng = np.random.default_rng(0)
     blocks = [rng.standard_normal((5, 3)) for _ in range(3)]
     copies = [b.copy() for b in blocks]
-    scales = Scales(np.array(factors))
+    scales = Scales(tuple(None if f == 1.0 else np.full(5, f) for f in factors), tuple(f != 0 for f in factors))
     coefficients = np.array([2.0, -1.0, 0.5])
     expected = sum(f * b for f, b in zip(factors, blocks))
     np.testing.assert_allclose(add(scales, (0, 1, 2), *blocks), expected)
@@ -180,4 +213,7 @@ def test_encode_sums_scaled_terms_and_leaves_the_inputs_alone(factors):
     np.testing.assert_array_equal(add(scales, (-1,), blocks[0]), blocks[0])
     for block, copy in zip(blocks, copies):  # inputs are shared graph data
         np.testing.assert_array_equal(block, copy)
-    np.testing.assert_array_equal(add(Scales(np.zeros(3)), (0, 1, 2), *blocks), 0.0)
+    np.testing.assert_array_equal(add(Scales((None,) * 3, (False,) * 3), (0, 1, 2), *blocks), 0.0)
+    rows = np.array([1.0, 2.0, 0.5, 1.0, 8.0])  # each row its own factor
+    scaled = add(Scales((rows, None, None), (True,) * 3), (0, 1), *blocks[:2])
+    np.testing.assert_array_equal(scaled, rows[:, None] * blocks[0] + blocks[1])

@@ -275,14 +275,17 @@ def work(
     """Work task ``index``: ``block @ rhs``, unless the job becomes decodable first.
 
     ``block`` and ``rhs`` are scaled by their `Scales` factors; a data block computed
-    directly (factor 0) gives a zero result at once.
+    directly gives a zero result at once.
     """
     flag = _ClusterFlag(job, index, started)
-    factor = scales.factor(job.sources[index])
-    delay = 0.0 if job.delays is None or factor == 0.0 else float(job.delays[0, index])
-    outcome = _tasks.coded_product(block, scales.rhs(rhs), flag, delay, job.panel_rows, factor)
-    if factor == 0.0 and outcome.value is not None:
-        outcome.value[:] = 0
+    source = job.sources[index]
+    left_out = scales.left_out(source)
+    if left_out:  # its non-finite values must not reach the product (nor warn there)
+        block = np.zeros_like(block)
+    delay = 0.0 if job.delays is None or left_out else float(job.delays[0, index])
+    outcome = _tasks.coded_product(
+        block, scales.rhs(rhs), flag, delay, job.panel_rows, scales.row_factors(source)
+    )
     task = TaskRecord(
         index, "cancelled" if outcome.cancelled else "done", started=outcome.started - started,
         finished=outcome.finished - started, attempts=1, worker=outcome.worker,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,16 +23,21 @@ def _terms(
     scales: Scales, sources: tuple[int, ...], blocks: tuple[np.ndarray, ...],
     coefficients: Any = None,
 ) -> Iterator[tuple[np.ndarray, bool]]:
-    """The blocks an encode task sums, each times its coefficient and its data block's scale
-    factor, with whether it is a new array (else an input, which must not change); data
-    blocks marked for direct computation (factor 0) are left out. A generator, so that a
-    dense code's task holds one scaled term at a time, not all of them."""
+    """The blocks an encode task sums, each times its coefficient and its data block's row
+    factors, with whether it is a new array (else an input, which must not change); data
+    blocks computed directly are left out. A generator, so that a dense code's task holds
+    one scaled term at a time, not all of them."""
     for t, (source, block) in enumerate(zip(sources, blocks)):
-        factor = scales.factor(source) * (1.0 if coefficients is None else coefficients[t])
-        if factor == 1.0:
+        if scales.left_out(source):
+            continue
+        rows = scales.row_factors(source)
+        coefficient = 1.0 if coefficients is None else coefficients[t]
+        if rows is not None:
+            yield block * (rows * coefficient).astype(block.dtype)[:, None], True
+        elif coefficient != 1.0:
+            yield block * np.asarray(coefficient, dtype=block.dtype), True
+        else:
             yield block, False
-        elif factor != 0.0:
-            yield block * np.asarray(factor, dtype=block.dtype), True
 
 
 def _sum(terms: Iterator[tuple[np.ndarray, bool]], like: np.ndarray) -> np.ndarray:
@@ -85,26 +90,27 @@ def pad_rows(block: np.ndarray, rows: int, dtype: np.dtype | None = None) -> np.
 
 def coded_product(
     x: np.ndarray, b: np.ndarray, flag: Any, delay: float, panel_rows: int | None,
-    factor: float = 1.0,
+    row_factors: np.ndarray | None = None,
 ) -> WorkOutcome:
-    """The work of one coded task: ``(factor * x) @ b``, stopping early once ``flag`` is set.
+    """The work of one coded task: ``x @ b``, stopping early once ``flag`` is set.
 
     Cancelling never interrupts running Python, so the task polls ``flag`` while it waits out
-    an injected straggler ``delay`` and between row panels of the product. ``factor`` is
-    the scale factor of a data block used as a coded block as it is (see `Scales`).
+    an injected straggler ``delay`` and between row panels of the product. ``row_factors``
+    scale the rows of a data block used as a coded block as it is (see `Scales`).
     """
     task = CooperativeTask(flag)
     if task.sleep(delay):
         return task.stopped()
     rows = x.shape[0]
     out = np.empty((rows, b.shape[1]), dtype=np.result_type(x.dtype, b.dtype))
-    if factor != 1.0:  # only for mixed magnitudes; a power of two, so exact
-        b = b * np.asarray(factor, dtype=b.dtype)
     step = panel_rows or max(1, -(-rows // 8))
     for lo in range(0, rows, step):
         if task.cancelled():
             return task.stopped()
-        np.matmul(x[lo : lo + step], b, out=out[lo : lo + step])
+        panel = x[lo : lo + step]
+        if row_factors is not None:  # only for mixed magnitudes; powers of two, so exact
+            panel = panel * row_factors[lo : lo + step, None].astype(x.dtype)
+        np.matmul(panel, b, out=out[lo : lo + step])
     return task.done(out)
 
 
@@ -141,7 +147,8 @@ def drive(spec: CodedJobSpec, scales: Scales, b: np.ndarray, *coded: np.ndarray)
             backend,
             {j: backend.reference(spec.coded_keys[j], v) for j, v in values.items()},
             backend.reference(spec.rhs_key if rhs is b else None, rhs),
-            factors={j: scales.factor(spec.sources[j]) for j in values},
+            row_factors={j: scales.row_factors(spec.sources[j]) for j in values},
+            left_out={j for j in values if scales.left_out(spec.sources[j])},
             result_shape=(spec.block_rows, b.shape[1]),
             dtype=spec.dtype,
             token=spec.token,
@@ -159,7 +166,8 @@ def run_coded_product(
     coded_refs: dict[int, Any],
     rhs_ref: Any,
     *,
-    factors: dict[int, float] | None = None,
+    row_factors: dict[int, np.ndarray | None] | None = None,
+    left_out: Collection[int] = (),
     result_shape: tuple[int, int],
     dtype: np.dtype,
     token: str,
@@ -172,13 +180,13 @@ def run_coded_product(
     """Run ``X_j @ B`` for the coded blocks in ``coded_refs`` and decode early.
 
     Coded indices missing from ``coded_refs`` are identically zero blocks: their results
-    (zeros of ``result_shape``) are known without work, as are those of blocks whose scale
-    factor in ``factors`` is 0 (computed directly, see `Scales`). Returns
-    ``(k, *result_shape)``.
+    (zeros of ``result_shape``) are known without work, as are those in ``left_out`` (data
+    blocks computed directly, see `Scales`); ``row_factors[j]`` scale the rows of coded
+    block ``j`` first. Returns ``(k, *result_shape)``.
     """
-    factors = factors or {}
+    row_factors = row_factors or {}
     zero = np.zeros(result_shape, dtype=dtype)
-    known = {j: zero for j in range(code.n) if j not in coded_refs or factors.get(j) == 0.0}
+    known = {j: zero for j in range(code.n) if j not in coded_refs or j in left_out}
     record = JobRecord(
         token=token,
         code=repr(code),
@@ -192,8 +200,8 @@ def run_coded_product(
     def make_task(j: int, attempt: int, flag: Any):
         # a re-run or backup copy goes to another worker: a fresh draw of its delay
         delay = 0.0 if delays is None else float(delays[min(attempt, 1), j])
-        factor = factors.get(j, 1.0)
-        return coded_product, (coded_refs[j], rhs_ref, flag, delay, panel_rows, factor)
+        rows = row_factors.get(j)
+        return coded_product, (coded_refs[j], rhs_ref, flag, delay, panel_rows, rows)
 
     return run_early_completion(
         code, backend, make_task, record=record, result_shape=result_shape, dtype=dtype,

@@ -8,6 +8,7 @@ S3 objects for the Lambda executor), so each product moves only the vector and t
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import weakref
@@ -25,7 +26,7 @@ from ..codes import ErasureCode
 from ..executors.local import ExecutorBackend, ThreadBackend
 from ..jobs import JobRecord, find_job
 from . import _tasks
-from ._scaling import Scales, block_stats, work_dtype
+from ._scaling import Scales, block_stats, peak_exponent, work_dtype
 from .matmul import CodedOptions, _as_matrix, _split, _straggler_delays, encode_layer
 
 __all__ = ["CodedMatrix"]
@@ -108,8 +109,8 @@ class CodedMatrix:
         graph = HighLevelGraph.from_collections(name, layer, [rows])
         encoded = [Delayed((name, j), graph, layer=name) for j in coded_keys]
         self._scales: Scales = dask.compute(Delayed((name, "scales"), graph, layer=name))[0]
-        if not self._scales.a.all():
-            bad = np.flatnonzero(self._scales.a == 0).tolist()
+        if not all(self._scales.finite):
+            bad = [i for i, finite in enumerate(self._scales.finite) if not finite]
             raise ValueError(
                 f"A has NaN or infinite values in row block(s) {bad}; a CodedMatrix cannot "
                 "code them (use A @ x, or coded_matmul, which computes such blocks directly)"
@@ -157,11 +158,12 @@ class CodedMatrix:
         if x.ndim not in (1, 2) or x.shape[0] != self.shape[1]:
             raise ValueError(f"x must have shape ({self.shape[1]},) or ({self.shape[1]}, r), got {x.shape}")
         rhs = x.reshape(self.shape[1], -1)
-        exponent, finite = block_stats(rhs)
+        exponents, finite = block_stats(rhs)
         if not finite:
             raise ValueError("x has NaN or infinite values; a CodedMatrix cannot code them")
-        rhs_scale = Scales(np.ones(0), math.ldexp(1.0, -exponent) if exponent else 1.0)
-        rhs = rhs_scale.rhs(rhs).astype(np.result_type(self._work, rhs.dtype), copy=False)
+        exponent = peak_exponent(exponents)
+        scales = dataclasses.replace(self._scales, b=math.ldexp(1.0, -exponent) if exponent else 1.0)
+        rhs = scales.rhs(rhs).astype(np.result_type(self._work, rhs.dtype), copy=False)
         call = next(self._calls)
         delays = _straggler_delays(self.options.stragglers, self.code.n, self.options.seed + call)
         decoded = _tasks.run_coded_product(
@@ -169,7 +171,7 @@ class CodedMatrix:
             self._backend,
             self._refs,
             self._backend.reference(None, rhs),
-            factors={j: self._scales.factor(self._sources[j]) for j in self._refs},
+            row_factors={j: scales.row_factors(self._sources[j]) for j in self._refs},
             result_shape=(max(self._row_chunks), rhs.shape[1]),
             dtype=rhs.dtype,
             token=f"{self._token}-{call}",
@@ -181,7 +183,7 @@ class CodedMatrix:
         )
         out_dtype = np.result_type(self.dtype, x.dtype)
         out = np.concatenate([
-            Scales(self._scales.a, rhs_scale.b).unscale(i, decoded[i, :rows], out_dtype)
+            scales.unscale(i, decoded[i, :rows], out_dtype)
             for i, rows in enumerate(self._row_chunks)
         ])
         return out[:, 0] if x.ndim == 1 else out
