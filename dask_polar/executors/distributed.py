@@ -84,8 +84,11 @@ class DistributedBackend:
         remote = [self._futures[f] for f in futures if f in self._futures]
         for local in futures:
             local.cancel() or local.done() or local.set_exception(cf.CancelledError("cancelled"))
-        if remote:
-            self.client.cancel(remote)
+        # a finished one is left to its gather (cancelling it mid-gather makes the scheduler
+        # log "Couldn't gather keys"); it is released with its last reference
+        running = [future for future in remote if future.status != "finished"]
+        if running:
+            self.client.cancel(running)
 
     def cancel_flag(self) -> Event:
         return Event(f"polar-cancel-{uuid.uuid4().hex}", client=self.client)
