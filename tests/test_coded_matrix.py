@@ -64,6 +64,8 @@ def test_bad_rhs(x, error, match):
 def test_bad_construction():
     with pytest.raises(ValueError, match="k must be <="):
         CodedMatrix(np.ones((3, 3)), k=4)
+    with pytest.raises(TypeError, match="A must have a floating or complex dtype, got int64"):
+        CodedMatrix(np.ones((3, 3), dtype=np.int64))
     with pytest.raises(TypeError, match="unexpected option"):
         CodedMatrix(A, colour="red")
 

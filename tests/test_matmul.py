@@ -71,11 +71,32 @@ def test_dtypes(dtype_a, dtype_b, rtol):
     np.testing.assert_allclose(out, expected, rtol=rtol, atol=rtol)
 
 
-def test_integer_inputs_are_rejected():
-    with pytest.raises(TypeError, match="A must have a floating or complex dtype, got int64"):
-        coded_matmul(np.ones((4, 4), dtype=np.int64), np.ones((4, 2)))
-    with pytest.raises(TypeError, match="B must have a floating or complex dtype, got bool"):
-        coded_matmul(np.ones((4, 4)), np.ones((4, 2), dtype=bool))
+def test_integer_products_are_rejected():
+    with pytest.raises(TypeError, match=r"A @ B \(A int64, B int32\) must have a floating .* got int64"):
+        coded_matmul(np.ones((4, 4), dtype=np.int64), np.ones((4, 2), dtype=np.int32))
+    with pytest.raises(TypeError, match=r"A @ B \(A bool, B bool\) .* got bool"):
+        coded_matmul(np.ones((4, 4), dtype=bool), np.ones((4, 2), dtype=bool))
+    with pytest.raises(TypeError, match="A must have a numeric dtype, got <U1"):
+        coded_matmul(np.array([["a"]]), np.ones((1, 1)))
+
+
+@pytest.mark.parametrize("dtype_a, dtype_b", [
+    (np.int64, np.float64), (np.bool_, np.float64), (np.uint8, np.float32),
+    (np.float64, np.int64), (np.float32, np.bool_), (np.int32, np.complex128),
+])
+def test_integer_or_boolean_operands_of_a_floating_product_give_numpys_answer(dtype_a, dtype_b):
+    # as in the drop-in: A's blocks are encoded in the product's dtype (summed as bool they
+    # would be ORed, as integers they could wrap)
+    rng = np.random.default_rng(0)
+    a = (rng.integers(0, 2, (64, 6)) if dtype_a == np.bool_ else rng.integers(0, 200, (64, 6)))
+    b = (rng.integers(0, 2, (6, 5)) if dtype_b == np.bool_ else rng.integers(0, 200, (6, 5)))
+    a, b = a.astype(dtype_a), (b - 100 * (dtype_b != np.bool_)).astype(dtype_b)
+    delays = np.zeros(16)
+    delays[[1, 4, 9, 12]] = 0.3  # stragglers, so the decoder combines results
+    C = coded_matmul(da.from_array(a, chunks=(8, 6)), b, n=16, stragglers=delays)
+    expected = a @ b
+    assert C.dtype == expected.dtype
+    np.testing.assert_allclose(C.compute(), expected, rtol=1e-6 if dtype_b == np.float32 else 1e-12)
 
 
 def test_numpy_and_list_inputs_compose_downstream():

@@ -23,6 +23,7 @@ from dask.task_spec import Alias
 
 from .._validation import check_int
 from ..codes import ErasureCode
+from ..codes._base import check_dtype
 from ..executors.local import ExecutorBackend, ThreadBackend
 from ..jobs import JobRecord, find_job
 from . import _tasks
@@ -84,6 +85,7 @@ class CodedMatrix:
     def __init__(self, A: Any, *, k: int | None = None, client: Any = None, **options: Any) -> None:
         self.options = CodedOptions.resolve(**options)
         source = _as_matrix("A", A)
+        check_dtype("A", source.dtype)  # encoded once in its own dtype, for any x
         m, p = source.shape
         k = source.numblocks[0] if k is None else check_int("k", k, minimum=1)
         if k > max(m, 1):

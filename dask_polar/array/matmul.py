@@ -125,7 +125,8 @@ def _as_matrix(name: str, x: Any) -> da.Array:
             f"{typename(type(x._meta))}; masked and sparse arrays are not supported "
             "(use a plain A @ B)"
         )
-    check_dtype(name, x.dtype)
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise TypeError(f"{name} must have a numeric dtype, got {x.dtype}")
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got {x.ndim}-D with shape {x.shape}")
     if any(math.isnan(c) for chunks in x.chunks for c in chunks):
@@ -228,9 +229,10 @@ def coded_matmul(
     Parameters
     ----------
     A : dask array, numpy array or array-like, shape (m, p)
-        Floating or complex. Its row chunks are the data blocks, encoded in the product's
-        dtype (cast first when ``A``'s dtype is narrower).
+        Its row chunks are the data blocks, encoded in the product's dtype (cast first when
+        ``A``'s dtype is narrower: integer, boolean or lower precision).
     B : dask array, numpy array or array-like, shape (p, q)
+        ``A @ B`` must have a floating or complex dtype (numpy's type promotion).
     code : str or ErasureCode
         ``"polar"`` (default, from ``polar.code``), ``"mds"``, ``"replication"``,
         ``"uncoded"``, ``"local-product"``, or a code object from `dask_polar.codes`.
@@ -287,7 +289,7 @@ def coded_matmul(
     ------
     TypeError
         Non-array inputs, masked or sparse arrays (any chunk type but ``numpy.ndarray``),
-        integer or boolean dtypes (decoding would not stay exact), a bad ``code`` type.
+        an integer or boolean product (decoding would not stay exact), a bad ``code`` type.
     ValueError
         Not 2-D, mismatched inner dimensions, unknown chunk sizes, bad ``n``/``k``/``code``,
         ``timeout <= 0``.
@@ -318,6 +320,9 @@ def coded_matmul(
     )
     A = _as_matrix("A", A)
     B = _as_matrix("B", B)
+    # an integer or boolean operand is fine when the product is floating: A's blocks are
+    # encoded in the product's dtype, and B's integers are exact in it
+    check_dtype(f"A @ B (A {A.dtype}, B {B.dtype})", np.result_type(A.dtype, B.dtype))
     if A.shape[1] != B.shape[0]:
         raise ValueError(
             f"A and B do not align: A has shape {A.shape}, B has shape {B.shape} "
