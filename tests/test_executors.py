@@ -17,6 +17,7 @@ import pytest
 import dask_polar
 from dask_polar import CodedJobError, CodedJobTimeout
 from dask_polar.array._tasks import run_coded_product
+from dask_polar.stragglers import FaultPlan
 from dask_polar.codes import MDSCode, PolarCode, UncodedCode
 from dask_polar.executors import ExecutorBackend, WorkOutcome
 
@@ -104,7 +105,8 @@ def run(code, faults, *, delays=None, backend=None, **options):
     try:
         out = run_coded_product(
             code, backend, dict(enumerate(coded)), rhs, result_shape=(ROWS, Q),
-            dtype=np.dtype(np.float64), token="test", delays=delays, panel_rows=None, **options,
+            dtype=np.dtype(np.float64), token="test", panel_rows=None, **options,
+            faults=None if delays is None else FaultPlan(delays),
         )
     finally:
         for future in backend.hanging:  # never leave a caller waiting on them

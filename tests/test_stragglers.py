@@ -609,8 +609,8 @@ def test_public_names():
     import dask_polar.stragglers as stragglers
 
     assert sorted(stragglers.__all__) == sorted(
-        ["Bimodal", "Empirical", "NoStragglers", "Pareto", "RuntimeModel",
-         "ShiftedExponential", "draw_delays", "plot_cdf", "plot_polarized_cdfs"]
+        ["Bimodal", "Empirical", "FaultPlan", "Faults", "InjectedFailure", "NoStragglers",
+         "Pareto", "RuntimeModel", "ShiftedExponential", "draw_delays", "plot_cdf", "plot_polarized_cdfs"]
     )
     for name in stragglers.__all__:
         assert getattr(stragglers, name).__doc__

@@ -26,6 +26,7 @@ again elsewhere), so a result is either right or the compute raises.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -37,10 +38,11 @@ import numpy as np
 from dask.task_spec import Task, TaskRef
 
 from ..codes import ErasureCode, PolarCode
-from ..exceptions import CodedJobTimeout, NotDecodableError
+from ..exceptions import CodedJobError, CodedJobTimeout, NotDecodableError
 from ..executors import WorkOutcome
-from ..executors.cooperative import POLL_SECONDS
+from ..executors.cooperative import POLL_SECONDS, worker_name
 from ..jobs import JobRecord, TaskRecord, notify, remember
+from ..stragglers.faults import FaultPlan
 from . import _tasks
 from ._scaling import Scales
 
@@ -69,9 +71,10 @@ class ClusterJob:
     block_rows: int
     columns: int
     dtype: np.dtype
-    delays: np.ndarray | None
+    faults: FaultPlan | None
     panel_rows: int | None
     timeout: float | None = None
+    retries: int = 0
 
     @property
     def work_name(self) -> str:
@@ -101,7 +104,7 @@ class ClusterJob:
             info_set=self.code.info_set.tolist() if isinstance(self.code, PolarCode) else None,
             started=started,
             tasks=[TaskRecord(j, "zero" if j in zero else "pending") for j in range(self.code.n)],
-            straggler_delays=None if self.delays is None else self.delays[0].tolist(),
+            straggler_delays=None if self.faults is None else self.faults.first.tolist(),
         )
 
     @property
@@ -275,23 +278,84 @@ def work(
     """Work task ``index``: ``block @ rhs``, unless the job becomes decodable first.
 
     ``block`` and ``rhs`` are scaled by their `Scales` factors; a data block computed
-    directly gives a zero result at once.
+    directly gives a zero result at once. The product runs in a helper thread
+    (`_run_detached`) while this task watches the job's cancel flag, so the task returns at
+    the decodable moment even if its product is stuck in a long C call; a product that
+    raises after ``retries`` attempts returns a failed outcome, an erasure for the decode.
     """
     flag = _ClusterFlag(job, index, started)
     source = job.sources[index]
     left_out = scales.left_out(source)
     if left_out:  # its non-finite values must not reach the product (nor warn there)
         block = np.zeros_like(block)
-    delay = 0.0 if job.delays is None or left_out else float(job.delays[0, index])
-    outcome = _tasks.coded_product(
-        block, scales.rhs(rhs), flag, delay, job.panel_rows, scales.row_factors(source)
-    )
+    faults = None if left_out else job.faults
+    args = (block, scales.rhs(rhs), flag, faults, index, job.panel_rows, scales.row_factors(source))
+    if job.cancellable or job.timeout is not None:
+        outcome = _run_detached(job, flag, args)
+    else:  # every result is needed and nothing stops it: no need for a helper thread
+        outcome = _attempts(job, flag, args)
     task = TaskRecord(
-        index, "cancelled" if outcome.cancelled else "done", started=outcome.started - started,
-        finished=outcome.finished - started, attempts=1, worker=outcome.worker,
+        index, outcome.status, started=outcome.started - started,
+        finished=outcome.finished - started, attempts=outcome.attempts, worker=outcome.worker,
+        error=None if outcome.error is None else _describe(outcome.error),
     )
     notify("on_result", job.record(started), task)
     return outcome
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _attempts(job: ClusterJob, flag: _ClusterFlag, args: tuple) -> WorkOutcome:
+    """Run the product, retrying a failure up to ``retries`` times (each attempt draws its
+    own injected fault); the last failure comes back as a failed outcome, not raised."""
+    x, b, flag_arg, faults, index, panel_rows, row_factors = args
+    started, worker = time.time(), worker_name()
+    for attempt in range(job.retries + 1):
+        try:
+            outcome = _tasks.coded_product(
+                x, b, flag_arg, faults, index, attempt, panel_rows, row_factors
+            )
+        except Exception as error:  # an erasure: the decode does without it
+            logger.debug("polar job %s: task %d attempt %d failed: %r", job.token, index, attempt, error)
+            failure = error
+            if flag.is_set():
+                break
+            continue
+        outcome.started, outcome.worker, outcome.attempts = started, worker, attempt + 1
+        return outcome
+    return WorkOutcome(
+        None, started, time.time(), worker, attempts=attempt + 1, error=failure
+    )
+
+
+def _run_detached(job: ClusterJob, flag: _ClusterFlag, args: tuple) -> WorkOutcome:
+    """`_attempts` in a helper thread, returning its outcome or, once the job is decodable
+    (or timed out), a cancelled one at once.
+
+    The helper runs on until its current C call (or injected block) ends, then sees the flag
+    and stops; the worker's own thread is free from the decodable moment on.
+    """
+    started, worker = time.time(), worker_name()
+    box: list[WorkOutcome] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box.append(_attempts(job, flag, args))
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"polar-work-{args[4]}", daemon=True).start()
+    while not done.wait(POLL_SECONDS):
+        if flag.is_set():
+            break
+    if box:
+        outcome = box[0]
+        outcome.worker = worker
+        return outcome
+    return WorkOutcome(None, started, time.time(), worker, cancelled=True)
 
 
 def result_panel(
@@ -306,7 +370,7 @@ def result_panel(
     """
     if lo == 0 and not outcome.cancelled and job.cancellable:
         _ClusterFlag(job, index, started).announce_soon()
-    meta = WorkOutcome(None, outcome.started, outcome.finished, outcome.worker, outcome.cancelled)
+    meta = dataclasses.replace(outcome, value=None)
     return meta, None if outcome.value is None else outcome.value[lo:hi]
 
 
@@ -323,6 +387,9 @@ def decode_panel(
     ------
     CodedJobTimeout
         If the job's ``timeout`` stopped its tasks before the results were decodable.
+    CodedJobError
+        If tasks failed (after their retries) and the other results are not decodable;
+        names the failed tasks and chains the first failure.
     NotDecodableError
         If the results that arrived (cancelled stragglers aside) are not decodable, which
         only happens when a used result was lost after the decodable moment.
@@ -335,8 +402,15 @@ def decode_panel(
         needed = job.code.min_results(order)
     except NotDecodableError:
         stopped = [j for j, o in outcomes.items() if o.cancelled]
+        errors = {j: o.error for j, o in sorted(outcomes.items()) if o.error is not None}
+        failures = {j: _describe(error) for j, error in errors.items()}
+        cause = next(iter(errors.values()), None)
         if job.timeout is not None and stopped:
-            raise CodedJobTimeout(job.token, job.timeout, stopped, {}, len(values), job.code.k) from None
+            raise CodedJobTimeout(
+                job.token, job.timeout, stopped, failures, len(values), job.code.k
+            ) from cause
+        if failures:
+            raise CodedJobError(job.token, failures, len(values), job.code.k) from cause
         raise NotDecodableError(len(values), job.code.k, job.code.missing(order), repr(job.code)) from None
     used = order[:needed]
     shape = next(iter(values.values())).shape if values else (0, job.columns)
@@ -355,8 +429,9 @@ def _record(
     for j, outcome in outcomes.items():
         task = record.tasks[j]
         task.started, task.finished = outcome.started - started, outcome.finished - started
-        task.worker, task.attempts = outcome.worker, 1
-        task.status = "cancelled" if outcome.cancelled else "done"
+        task.worker, task.attempts = outcome.worker, outcome.attempts
+        task.status = outcome.status
+        task.error = None if outcome.error is None else _describe(outcome.error)
     record.used = sorted(used)
     finished = [record.tasks[j].finished for j in used if record.tasks[j].finished is not None]
     record.decodable_at = max(finished, default=0.0)
@@ -398,9 +473,10 @@ def cluster_layer(
     dtype: np.dtype,
     work_dtype: np.dtype,
     code: ErasureCode,
-    delays: np.ndarray | None,
+    faults: FaultPlan | None,
     panel_rows: int | None,
     timeout: float | None,
+    retries: int,
     out_name: str,
     token: str,
     homes: list[str | None] | None = None,
@@ -422,8 +498,8 @@ def cluster_layer(
     coded_keys = encoded.coded_keys
     job = ClusterJob(
         token=token, code=code, coded=tuple(sorted(coded_keys)), sources=encoded.sources,
-        block_rows=block_rows, columns=columns, dtype=np.dtype(work_dtype), delays=delays,
-        panel_rows=panel_rows, timeout=timeout,
+        block_rows=block_rows, columns=columns, dtype=np.dtype(work_dtype), faults=faults,
+        panel_rows=panel_rows, timeout=timeout, retries=retries,
     )
     scales = TaskRef(encoded.scales_key)
     bounds = panel_bounds(block_rows, columns, code.k, job.dtype.itemsize)

@@ -12,6 +12,7 @@ from ..codes import ErasureCode, PolarCode
 from ..executors import WorkOutcome, open_backend, run_early_completion
 from ..executors.cooperative import CooperativeTask
 from ..jobs import JobRecord
+from ..stragglers.faults import FaultPlan
 from ._scaling import Scales
 
 __all__ = [
@@ -89,28 +90,36 @@ def pad_rows(block: np.ndarray, rows: int, dtype: np.dtype | None = None) -> np.
 
 
 def coded_product(
-    x: np.ndarray, b: np.ndarray, flag: Any, delay: float, panel_rows: int | None,
-    row_factors: np.ndarray | None = None,
+    x: np.ndarray, b: np.ndarray, flag: Any, faults: FaultPlan | None, index: int,
+    attempt: int, panel_rows: int | None, row_factors: np.ndarray | None = None,
 ) -> WorkOutcome:
-    """The work of one coded task: ``x @ b``, stopping early once ``flag`` is set.
+    """The work of coded task ``index``: ``x @ b``, stopping early once ``flag`` is set.
 
-    Cancelling never interrupts running Python, so the task polls ``flag`` while it waits out
-    an injected straggler ``delay`` and between row panels of the product. ``row_factors``
-    scale the rows of a data block used as a coded block as it is (see `Scales`).
+    Cancelling never interrupts running Python, so the task polls ``flag`` between row
+    panels of the product (and while it waits out a cooperative injected delay). ``faults``
+    (a `FaultPlan`, or None) injects this attempt's fault first: a delay spent as its mode
+    says, a slowdown (the panels are repeated), or a failure. ``row_factors`` scale the rows
+    of a data block used as a coded block as it is (see `Scales`).
     """
     task = CooperativeTask(flag)
-    if task.sleep(delay):
+    if task.inject(faults, index, attempt):
         return task.stopped()
     rows = x.shape[0]
     out = np.empty((rows, b.shape[1]), dtype=np.result_type(x.dtype, b.dtype))
     step = panel_rows or max(1, -(-rows // 8))
-    for lo in range(0, rows, step):
-        if task.cancelled():
-            return task.stopped()
+    starts = range(0, rows, step)
+    # a slow node: every panel's product is done `slowdown` times in all (rounded overall)
+    done_work = 0
+    for p, lo in enumerate(starts, start=1):
+        repeats = round(task.slowdown * p) - done_work
+        done_work += repeats
         panel = x[lo : lo + step]
         if row_factors is not None:  # only for mixed magnitudes; powers of two, so exact
             panel = panel * row_factors[lo : lo + step, None].astype(x.dtype)
-        np.matmul(panel, b, out=out[lo : lo + step])
+        for _ in range(max(repeats, 1)):
+            if task.cancelled():
+                return task.stopped()
+            np.matmul(panel, b, out=out[lo : lo + step])
     return task.done(out)
 
 
@@ -125,7 +134,7 @@ class CodedJobSpec:
     rhs_key: Any
     block_rows: int
     dtype: np.dtype
-    delays: np.ndarray | None  # injected straggler delays: first attempts, re-runs (2, n)
+    faults: FaultPlan | None  # injected stragglers and failures
     retries: int
     backup: float | None
     timeout: float | None
@@ -152,7 +161,7 @@ def drive(spec: CodedJobSpec, scales: Scales, b: np.ndarray, *coded: np.ndarray)
             result_shape=(spec.block_rows, b.shape[1]),
             dtype=spec.dtype,
             token=spec.token,
-            delays=spec.delays,
+            faults=spec.faults,
             retries=spec.retries,
             backup=spec.backup,
             timeout=spec.timeout,
@@ -171,7 +180,7 @@ def run_coded_product(
     result_shape: tuple[int, int],
     dtype: np.dtype,
     token: str,
-    delays: np.ndarray | None,
+    faults: FaultPlan | None,
     retries: int,
     backup: float | None,
     timeout: float | None,
@@ -194,14 +203,13 @@ def run_coded_product(
         k=code.k,
         backend=backend.name,
         info_set=code.info_set.tolist() if isinstance(code, PolarCode) else None,
-        straggler_delays=None if delays is None else delays[0].tolist(),
+        straggler_delays=None if faults is None else faults.first.tolist(),
     )
 
     def make_task(j: int, attempt: int, flag: Any):
         # a re-run or backup copy goes to another worker: a fresh draw of its delay
-        delay = 0.0 if delays is None else float(delays[min(attempt, 1), j])
         rows = row_factors.get(j)
-        return coded_product, (coded_refs[j], rhs_ref, flag, delay, panel_rows, rows)
+        return coded_product, (coded_refs[j], rhs_ref, flag, faults, j, attempt, panel_rows, rows)
 
     return run_early_completion(
         code, backend, make_task, record=record, result_shape=result_shape, dtype=dtype,

@@ -28,7 +28,8 @@ from ..executors.local import ExecutorBackend, ThreadBackend
 from ..jobs import JobRecord, find_job
 from . import _tasks
 from ._scaling import Scales, block_stats, peak_exponent, work_dtype
-from .matmul import CodedOptions, _as_matrix, _split, _straggler_delays, encode_layer
+from ..stragglers.faults import fault_plan
+from .matmul import CodedOptions, _as_matrix, _split, encode_layer
 
 __all__ = ["CodedMatrix"]
 
@@ -167,7 +168,7 @@ class CodedMatrix:
         scales = dataclasses.replace(self._scales, b=math.ldexp(1.0, -exponent) if exponent else 1.0)
         rhs = scales.rhs(rhs).astype(np.result_type(self._work, rhs.dtype), copy=False)
         call = next(self._calls)
-        delays = _straggler_delays(self.options.stragglers, self.code.n, self.options.seed + call)
+        faults = fault_plan(self.options.stragglers, self.code.n, self.options.seed + call)
         decoded = _tasks.run_coded_product(
             self.code,
             self._backend,
@@ -177,7 +178,7 @@ class CodedMatrix:
             result_shape=(max(self._row_chunks), rhs.shape[1]),
             dtype=rhs.dtype,
             token=f"{self._token}-{call}",
-            delays=delays,
+            faults=faults,
             retries=self.options.retries,
             backup=self.options.backup,
             timeout=self.options.timeout,

@@ -25,6 +25,7 @@ from ..codes import (
     UncodedCode,
 )
 from ..codes._base import check_dtype
+from ..stragglers.faults import FaultPlan, fault_plan
 from . import _tasks
 from ._annotations import keep_annotations
 from ._cluster import cluster_layer
@@ -250,10 +251,12 @@ def coded_matmul(
         Run the coded tasks there (e.g. a `LambdaExecutor`), for jobs driven locally.
         Default: a thread pool with one thread per coded task, or the cluster when the
         graph runs on dask.distributed.
-    stragglers : RuntimeModel or array of shape (n,), optional
-        Inject delays into the coded tasks (testing and benchmarks): a model from
-        `dask_polar.stragglers`, drawn with ``seed`` (re-runs and backup copies get fresh
-        draws), or the delays in seconds (re-runs get none). Off by default.
+    stragglers : Faults, RuntimeModel or array of shape (n,), optional
+        Inject faults into the coded tasks (testing and benchmarks): a
+        `dask_polar.stragglers.Faults` (delays spent cooperatively, blocking or as a slow
+        node, and tasks that always fail), or a model from `dask_polar.stragglers`, drawn
+        with ``seed`` (re-runs and backup copies get fresh draws), or the delays in seconds
+        (re-runs get none), which mean ``Faults(stragglers)``. Off by default.
     seed : int
         Seed of the straggler draws; with the same seed, task ``j`` gets the same delay in
         every method, so methods compare on identical draws.
@@ -335,19 +338,19 @@ def coded_matmul(
     if k > max(m, 1):
         raise ValueError(f"k must be <= the number of rows of A ({m}), got {k}")
     the_code = options.make_code(k)
-    delays = _straggler_delays(options.stragglers, the_code.n, options.seed)
+    faults = fault_plan(options.stragglers, the_code.n, options.seed)
 
     row_chunks = A.chunks[0] if k == A.numblocks[0] else _split(m, k)
     A2 = A.rechunk((row_chunks, (A.shape[1],)))
     B2 = B.rechunk(((B.shape[0],), B.chunks[1]))
     dtype = np.result_type(A.dtype, B.dtype)
     token = tokenize(A2.name, B2.name, repr(the_code), getattr(the_code, "info_set", None),
-                     delays, options)
+                     faults, options)
     out_name = f"coded-matmul-{token}"
     a_keys = [(A2.name, i, 0) for i in range(len(row_chunks))]
     layer = product_layer(
         [[key] for key in a_keys], [[(B2.name, 0, c) for c in range(B2.numblocks[1])]],
-        row_chunks, B2.chunks[1], dtype, the_code, delays, options, out_name, token,
+        row_chunks, B2.chunks[1], dtype, the_code, faults, options, out_name, token,
         a_dtype=A.dtype, inner=A.shape[1], homes=_persisted_homes(A2, a_keys),
     )
     graph = HighLevelGraph.from_collections(out_name, layer, dependencies=[A2, B2])
@@ -464,7 +467,7 @@ def product_layer(
     col_chunks: tuple[int, ...],
     dtype: np.dtype,
     code: ErasureCode,
-    delays: np.ndarray | None,
+    faults: FaultPlan | None,
     options: CodedOptions,
     out_name: str,
     token: str,
@@ -523,12 +526,12 @@ def product_layer(
     placement: dict[Any, str] = {}
     if cluster:
         tasks, placement = cluster_layer(
-            tasks, encoded, rhs_key, row_chunks, col_chunks, dtype, work, code, delays,
-            options.panel_rows, options.timeout, out_name, token, homes, order,
+            tasks, encoded, rhs_key, row_chunks, col_chunks, dtype, work, code, faults,
+            options.panel_rows, options.timeout, options.retries, out_name, token, homes, order,
         )
     else:
         _driver_layer(
-            tasks, encoded, rhs_key, row_chunks, col_chunks, dtype, work, code, delays,
+            tasks, encoded, rhs_key, row_chunks, col_chunks, dtype, work, code, faults,
             options, out_name, token,
         )
     layer_annotations: dict[str, Any] = {"retries": options.retries}
@@ -551,7 +554,7 @@ def _driver_layer(
     dtype: np.dtype,
     work: np.dtype,
     code: ErasureCode,
-    delays: np.ndarray | None,
+    faults: FaultPlan | None,
     options: CodedOptions,
     out_name: str,
     token: str,
@@ -562,7 +565,7 @@ def _driver_layer(
     scales = TaskRef(encoded.scales_key)
     spec = _tasks.CodedJobSpec(
         token=token, code=code, coded_keys=encoded.coded_keys, sources=encoded.sources,
-        rhs_key=rhs_key, block_rows=max(row_chunks), dtype=work, delays=delays,
+        rhs_key=rhs_key, block_rows=max(row_chunks), dtype=work, faults=faults,
         retries=options.retries, backup=options.backup, timeout=options.timeout,
         local_workers=options.local_workers, panel_rows=options.panel_rows,
         executor=options.executor,
@@ -635,24 +638,6 @@ def _split(m: int, k: int) -> tuple[int, ...]:
         sizes = [base + 1] * extra + [base] * (k - extra)
     return tuple(sizes)
 
-
-def _straggler_delays(stragglers: Any, n: int, seed: int) -> np.ndarray | None:
-    """Injected delays, shape (2, n): first attempts, then re-runs and backup copies."""
-    if stragglers is None:
-        return None
-    if hasattr(stragglers, "sample"):
-        from ..stragglers import draw_delays
-
-        # task j's first delay does not depend on n: methods share their straggler draws
-        first = draw_delays(stragglers, n, seed=seed)
-        return np.stack([first, draw_delays(stragglers, n, seed=seed + 1)]).astype(np.float64)
-    delays = np.asarray(stragglers, dtype=np.float64)
-    if delays.shape != (n,) or np.any(delays < 0) or not np.all(np.isfinite(delays)):
-        raise ValueError(
-            f"stragglers must be a runtime model or {n} non-negative delays in seconds, "
-            f"got shape {delays.shape}"
-        )
-    return np.stack([delays, np.zeros(n)])
 
 
 def _encode_graph(

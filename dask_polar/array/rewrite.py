@@ -30,7 +30,8 @@ from dask.utils import key_split
 from .. import config
 from ..codes._base import check_dtype
 from ._annotations import keep_annotations
-from .matmul import CodedOptions, _straggler_delays, product_layer
+from ..stragglers.faults import fault_plan
+from .matmul import CodedOptions, product_layer
 
 __all__ = ["optimize", "enable", "disable", "coded", "enabled"]
 
@@ -197,11 +198,11 @@ def _coded_layer(
     a_keys = [[(a_name, i, j) for j in range(inner)] for i in range(rows)]
     b_keys = [[(b_name, j, c) for c in range(cols)] for j in range(inner)]
     code = options.make_code(rows)
-    delays = _straggler_delays(options.stragglers, code.n, options.seed)
-    token = tokenize(out_name, repr(code), getattr(code, "info_set", None), delays, options)
+    faults = fault_plan(options.stragglers, code.n, options.seed)
+    token = tokenize(out_name, repr(code), getattr(code, "info_set", None), faults, options)
     return product_layer(
         a_keys, b_keys, tuple(row_chunks), tuple(col_chunks), np.dtype(out_ann["dtype"]),
-        code, delays, options, out_name, token,
+        code, faults, options, out_name, token,
         a_dtype=a_dtype, inner=int(sum(layer.collection_annotations["chunks"][1])),
         annotations=dict(annotations or {}), collection_annotations=out_ann,
     )

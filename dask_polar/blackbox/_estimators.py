@@ -18,8 +18,9 @@ import numpy as np
 
 from .._validation import check_int, check_real
 from ..array.coded_matrix import _current_client
-from ..array.matmul import CodedOptions, _split, _straggler_delays
+from ..array.matmul import CodedOptions, _split
 from ..executors.cooperative import CooperativeTask
+from ..stragglers.faults import fault_plan
 from ..codes import ErasureCode, PolarCode, UncodedCode
 from ..executors import ExecutorBackend, ThreadBackend, WorkOutcome, run_early_completion
 from ..jobs import JobRecord, find_job
@@ -40,7 +41,9 @@ def directional_derivatives(
     batch: bool,
     combine: bool,
     flag: Any,
-    delay: float,
+    faults: Any,
+    index: int,
+    attempt: int,
 ) -> WorkOutcome:
     """The work of one task: central differences of ``f`` at ``x`` along ``directions``.
 
@@ -51,10 +54,13 @@ def directional_derivatives(
     the ``(d,)`` vector ``sum_r derivative_r * z_r`` (random search).
 
     Cancelling never interrupts running Python, so the task polls ``flag`` while it waits
-    out an injected straggler ``delay`` and between evaluations.
+    out an injected straggler delay (``faults``, a `FaultPlan` or None; a ``"slow"`` task
+    waits its delay too) and between evaluations.
     """
     task = CooperativeTask(flag)
-    if task.sleep(delay):
+    if task.inject(faults, index, attempt):
+        return task.stopped()
+    if task.slowdown > 1 and task.flag.wait(faults.delay(index, attempt)):
         return task.stopped()
     norms = np.linalg.norm(directions, axis=1)
     live = np.flatnonzero(norms > 0)
@@ -198,15 +204,15 @@ class _TaskGradient:
         if not np.isfinite(x).all():
             raise ValueError("x must be finite")
         call = next(self._calls)
-        delays = _straggler_delays(self.options.stragglers, self.code.n, self.options.seed + call)
+        faults = fault_plan(self.options.stragglers, self.code.n, self.options.seed + call)
         directions = self._directions(call)
         combine = self._combine()
         h, batch, f = self.h, self.batch, self._f_ref
 
         def make_task(j: int, attempt: int, flag: Any):
             # a re-run or backup copy goes to another worker: a fresh draw of its delay
-            delay = 0.0 if delays is None else float(delays[min(attempt, 1), j])
-            return directional_derivatives, (f, x, directions(j), h, batch, combine, flag, delay)
+            args = (f, x, directions(j), h, batch, combine, flag, faults, j, attempt)
+            return directional_derivatives, args
 
         record = JobRecord(
             token=f"{self._token}-{call}",
@@ -215,7 +221,7 @@ class _TaskGradient:
             k=self.code.k,
             backend=self._backend.name,
             info_set=self.code.info_set.tolist() if isinstance(self.code, PolarCode) else None,
-            straggler_delays=None if delays is None else delays[0].tolist(),
+            straggler_delays=None if faults is None else faults.first.tolist(),
         )
         decoded = run_early_completion(
             self.code, self._backend, make_task, record=record,

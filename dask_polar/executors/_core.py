@@ -30,13 +30,22 @@ logger = logging.getLogger("dask_polar")
 
 @dataclass
 class WorkOutcome:
-    """What a work task returns: its value (None if it stopped early) and when it ran."""
+    """What a work task returns: its value (None if it stopped early or failed) and when
+    it ran. A task that runs its own retries (the cluster layout's) reports its last
+    failure in ``error`` instead of raising, so that the decode can do without it."""
 
     value: Any
     started: float
     finished: float
     worker: str | None = None
     cancelled: bool = False
+    attempts: int = 1
+    error: BaseException | None = None
+
+    @property
+    def status(self) -> str:
+        """``"failed"``, ``"cancelled"`` or ``"done"``, as in `TaskRecord.status`."""
+        return "failed" if self.error is not None else "cancelled" if self.cancelled else "done"
 
 
 CANCELLED = "cancelled"
@@ -153,6 +162,7 @@ def run_early_completion(
             tasks[j].status = "zero"
         pending: dict[cf.Future, int] = {}  # a task may have two copies (backup)
         errors: dict[int, str] = {}
+        causes: dict[int, BaseException] = {}  # the latest exception of each failed task
         first_submitted: dict[int, float] = {}
         durations: list[float] = []
         backed_up: set[int] = set()
@@ -194,7 +204,8 @@ def run_early_completion(
         try:
             while not decoder.decodable:
                 if not pending and not retry():
-                    raise CodedJobError(record.token, errors, decoder.received, code.k)
+                    cause = causes.get(min(errors), None) if errors else None
+                    raise CodedJobError(record.token, errors, decoder.received, code.k) from cause
                 tick = None if backup is None else 0.01
                 if deadline is not None:
                     left = deadline - time.monotonic()
@@ -202,7 +213,7 @@ def run_early_completion(
                         raise CodedJobTimeout(
                             record.token, timeout, set(pending.values()), errors,
                             decoder.received, code.k,
-                        )
+                        ) from next(iter(causes.values()), None)
                     tick = left if tick is None else min(tick, left)
                 done, _ = cf.wait(pending, timeout=tick, return_when=cf.FIRST_COMPLETED)
                 arrived: dict[int, np.ndarray] = {}
@@ -217,6 +228,7 @@ def run_early_completion(
                         outcome = future.result()
                     except Exception as exc:  # a failed task is an erasure
                         error = f"{type(exc).__name__}: {exc}"
+                        causes[j] = exc
                     else:  # so is a malformed result: decoding it would blame the others
                         error = _malformed(outcome, result_shape, dtype, kind)
                         if error is not None:

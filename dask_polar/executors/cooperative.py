@@ -38,7 +38,7 @@ class CooperativeTask:
     --------
     >>> import threading
     >>> task = CooperativeTask(threading.Event())
-    >>> task.sleep(0.0), task.cancelled(), task.done(42).value
+    >>> task.inject(None, 0, 0), task.cancelled(), task.done(42).value
     (False, False, 42)
     """
 
@@ -47,10 +47,17 @@ class CooperativeTask:
         self.started = time.time()
         self.worker = worker_name()
         self._checked = -math.inf  # the first check asks: the job may be decodable already
+        #: How many times its work the task must do (an injected slow node, see `inject`).
+        self.slowdown = 1.0
 
-    def sleep(self, delay: float) -> bool:
-        """Wait out an injected straggler ``delay``; True if the job was cancelled meanwhile."""
-        return delay > 0 and bool(self.flag.wait(delay))
+    def inject(self, faults: Any, index: int, attempt: int) -> bool:
+        """Inject task ``index``'s fault at ``attempt`` (a `dask_polar.stragglers.FaultPlan`,
+        or None); True if the job was cancelled while the task waited. A failing task
+        raises; a slow one sets `slowdown`."""
+        if faults is None:
+            return False
+        cancelled, self.slowdown = faults.strike(index, attempt, self.flag)
+        return cancelled
 
     def cancelled(self) -> bool:
         """Whether the job was cancelled, asking the flag on the first call and then at most

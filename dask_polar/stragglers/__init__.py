@@ -2,12 +2,14 @@
 
 Pure numpy (no Dask import). Each `RuntimeModel` draws seeded task times and has an exact
 ``cdf``/``ppf``, so it can both inject stragglers (`draw_delays`) and design a polar code
-(``PolarCode(n, k, runtimes=model)``). Plots live in `dask_polar.stragglers.plot` and need
+(``PolarCode(n, k, runtimes=model)``). `Faults` says how injected stragglers behave (polite,
+blocking, slow) and which tasks fail. Plots live in `dask_polar.stragglers.plot` and need
 matplotlib (``pip install dask_polar[plot]``), imported only when a plot is drawn.
 """
 
 from __future__ import annotations
 
+from .faults import FaultPlan, Faults, InjectedFailure
 from .models import (
     Bimodal,
     Empirical,
@@ -22,6 +24,9 @@ from .plot import plot_cdf, plot_polarized_cdfs
 __all__ = [
     "Bimodal",
     "Empirical",
+    "FaultPlan",
+    "Faults",
+    "InjectedFailure",
     "NoStragglers",
     "Pareto",
     "RuntimeModel",
