@@ -394,6 +394,8 @@ def decode_panel(
         If the results that arrived (cancelled stragglers aside) are not decodable, which
         only happens when a used result was lost after the decodable moment.
     """
+    if panel == 0 and job.cancellable:
+        _retire_flag(job, started)
     outcomes = dict(zip(job.coded, (meta for meta, _ in parts)))
     values = {j: value for j, (_, value) in zip(job.coded, parts) if value is not None}
     zero = [j for j in range(job.code.n) if j not in outcomes]  # identically zero blocks
@@ -401,6 +403,8 @@ def decode_panel(
     try:
         needed = job.code.min_results(order)
     except NotDecodableError:
+        if panel == 0:  # a failed job ends too: observers must not wait on it
+            _record(job, started, outcomes, None)
         stopped = [j for j, o in outcomes.items() if o.cancelled]
         errors = {j: o.error for j, o in sorted(outcomes.items()) if o.error is not None}
         failures = {j: _describe(error) for j, error in errors.items()}
@@ -421,10 +425,30 @@ def decode_panel(
     return decoded
 
 
+def _retire_flag(job: ClusterJob, started: float) -> None:
+    """Delete the run's cancel flag from the scheduler: every work task has returned by now.
+
+    The clear runs again a second later, for an announcement that was already on its way.
+    """
+    from distributed import get_client
+
+    client, name = get_client(), job.event_name(started)
+
+    async def clear() -> None:
+        try:
+            await client.scheduler.event_clear(name=name)
+        except (OSError, RuntimeError) as error:  # the worker or scheduler is closing
+            logger.debug("polar job %s: flag not cleared (%r)", job.token, error)
+
+    client.loop.add_callback(clear)
+    client.loop.call_later(1.0, client.loop.add_callback, clear)
+
+
 def _record(
-    job: ClusterJob, started: float, outcomes: dict[int, WorkOutcome], used: list[int]
+    job: ClusterJob, started: float, outcomes: dict[int, WorkOutcome], used: list[int] | None
 ) -> None:
-    """The finished job's `JobRecord`, from the outcomes that reached the decode."""
+    """The finished job's `JobRecord`, from the outcomes that reached the decode (``used``
+    None: the job failed, undecoded)."""
     record = job.record(started)
     for j, outcome in outcomes.items():
         task = record.tasks[j]
@@ -432,11 +456,12 @@ def _record(
         task.worker, task.attempts = outcome.worker, outcome.attempts
         task.status = outcome.status
         task.error = None if outcome.error is None else _describe(outcome.error)
-    record.used = sorted(used)
-    finished = [record.tasks[j].finished for j in used if record.tasks[j].finished is not None]
-    record.decodable_at = max(finished, default=0.0)
-    record.decoded_at = time.time() - started
     record.cancelled = [t.index for t in record.tasks if t.status == "cancelled"]
+    if used is not None:
+        record.used = sorted(used)
+        finished = [record.tasks[j].finished for j in used if record.tasks[j].finished is not None]
+        record.decodable_at = max(finished, default=0.0)
+        record.decoded_at = time.time() - started
     remember(record)
     notify("on_finish", record)
 
