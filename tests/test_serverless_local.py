@@ -44,7 +44,8 @@ from dask_polar.serverless import (  # noqa: E402
     results,
 )
 from dask_polar.serverless.local import SeaweedS3, fixture  # noqa: E402
-from dask_polar.stragglers import ShiftedExponential  # noqa: E402
+from dask_polar.exceptions import CodedJobError, CodedJobTimeout  # noqa: E402
+from dask_polar.stragglers import Faults, ShiftedExponential  # noqa: E402
 
 try:
     SeaweedS3.find_weed()
@@ -178,6 +179,45 @@ def test_coded_matmul_returns_before_a_long_straggler_and_cleans_up(serverless):
         assert ex.wait_idle(timeout=30)
         assert serverless.objects(ex.session_prefix) == []
         assert time.monotonic() - start < 60
+
+
+class TestRealStragglers:
+    """Functions that block in C (``time.sleep``, looking at no cancel marker) or always
+    raise: the job ends at its decodable moment, or within its ``timeout``."""
+
+    @pytest.fixture(autouse=True)
+    def warm(self, serverless):  # cold starts of many functions at once take ~1 s each here
+        serverless.lambda_service.prewarm(serverless.function_name, 16)
+
+    def blocked(self, record_n, indices, seconds=8.0):
+        delays = np.zeros(record_n)
+        delays[indices] = seconds
+        return Faults(delays, mode="block")
+
+    def test_a_blocked_function_does_not_hold_up_the_job(self, serverless):
+        code = make_code("polar", 8, n=16)
+        stuck = next(j for j in range(16) if code.decodable([i for i in range(16) if i != j]))
+        with serverless.executor(max_concurrency=16, poll_interval=0.05) as ex:
+            start = time.monotonic()
+            out, expected, record = product(ex, k=8, n=16, stragglers=self.blocked(16, [stuck]))
+            np.testing.assert_allclose(out, expected)
+            assert time.monotonic() - start < 4 and stuck in record.cancelled
+
+    def test_a_function_that_always_fails_is_an_erasure(self, serverless):
+        with serverless.executor(max_concurrency=16, poll_interval=0.05) as ex:
+            out, expected, record = product(ex, k=8, n=16, stragglers=Faults(fail=[3]))
+            np.testing.assert_allclose(out, expected)
+            assert record.tasks[3].status in ("failed", "cancelled")
+            with pytest.raises(CodedJobError, match="InjectedFailure") as info:
+                product(ex, k=8, n=16, stragglers=Faults(fail=range(10)))
+            assert set(info.value.failures) <= set(range(10)) and info.value.failures
+
+    def test_timeout_bounds_the_wall_time_with_a_blocked_function(self, serverless):
+        with serverless.executor(max_concurrency=16, poll_interval=0.05) as ex:
+            start = time.monotonic()
+            with pytest.raises(CodedJobTimeout, match=r"still pending: \[2\]"):
+                product(ex, k=8, n=8, code="uncoded", timeout=3, stragglers=self.blocked(8, [2]))
+            assert 2 <= time.monotonic() - start <= 4
 
 
 def test_coded_matrix_stores_blocks_once(serverless):
