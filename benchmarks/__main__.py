@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import STRAGGLER_MODE
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PREFIX = "bench_"
@@ -84,13 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     for name in selected:
         module = importlib.import_module(f"{__package__ or 'benchmarks'}.{PREFIX}{name}")
-        print(f"=== {name} ({'quick' if args.quick else 'full'}) ===", flush=True)
+        print(
+            f"=== {name} ({'quick' if args.quick else 'full'}; injected stragglers: "
+            f"mode={STRAGGLER_MODE!r}) ===", flush=True,
+        )
         start = time.perf_counter()
         result = module.run(quick=args.quick)
         wall = time.perf_counter() - start
         record = {
             "benchmark": name,
             "quick": args.quick,
+            "straggler_mode": STRAGGLER_MODE,
             "wall_seconds": round(wall, 3),
             "machine": machine(argv),
             "results": result,

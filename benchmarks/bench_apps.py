@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from . import straggling
+
 __all__ = ["run"]
 
 SEED = 20_260_807
@@ -80,10 +82,10 @@ def _fit(kind: str, A: np.ndarray, y: np.ndarray, iterations: int, options: dict
 
     if kind == "least-squares-gd":
         model = LeastSquares(solver="gd", step_size=0.5, max_iter=iterations, tol=1e-300,
-                             k=K, stragglers=stragglers, seed=seed, **options)
+                             k=K, stragglers=straggling(stragglers), seed=seed, **options)
     else:
         model = LogisticRegression(solver="newton", max_iter=iterations, tol=1e-300, alpha=1e-3,
-                                   k=K, stragglers=stragglers, seed=seed, **options)
+                                   k=K, stragglers=straggling(stragglers), seed=seed, **options)
     with warnings.catch_warnings():
         # a fixed number of iterations on purpose: never "converged" at tol=1e-300
         warnings.simplefilter("ignore")
@@ -204,7 +206,7 @@ def blackbox_gradients(quick: bool) -> dict[str, Any]:
             continue
         rows = {}
         for name, make in makers:
-            with make(batch=True, h=1e-4, stragglers=model, seed=SEED) as estimator:
+            with make(batch=True, h=1e-4, stragglers=straggling(model), seed=SEED) as estimator:
                 seconds, errors = [], []
                 for _ in range(estimates):  # estimate i meets the draws of seed SEED + i
                     tick = time.perf_counter()

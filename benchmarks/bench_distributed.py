@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from . import straggling
+
 __all__ = ["run"]
 
 SEED = 20_261_201
@@ -97,7 +99,9 @@ def _product(method: str, A: Any, B: Any, model: Any, seed: int) -> Any:
             _slow_matmul, A, B, delays, chunks=(A.chunks[0], B.chunks[1]), dtype=A.dtype,
         )
     n = K if method == "uncoded" else N
-    return coded_matmul(A, B, code=method, n=n, stragglers=model, seed=seed, layout="cluster")
+    return coded_matmul(
+        A, B, code=method, n=n, stragglers=straggling(model), seed=seed, layout="cluster"
+    )
 
 
 def _cpu_seconds() -> float:

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from . import straggling
+
 __all__ = ["run"]
 
 SEED = 20_261_129
@@ -147,7 +149,7 @@ def _coded(local: Any, trials: int) -> dict[str, Any]:
             order = list(methods) if trial % 2 == 0 else list(methods)[::-1]
             for name in order:
                 C = coded_matmul(
-                    A_dask, B, executor=ex, stragglers=model, seed=seed, **methods[name]
+                    A_dask, B, executor=ex, stragglers=straggling(model), seed=seed, **methods[name]
                 )
                 start = time.perf_counter()
                 out = C.compute()

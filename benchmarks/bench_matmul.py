@@ -48,6 +48,8 @@ from typing import Any
 
 import numpy as np
 
+from . import straggling
+
 __all__ = ["run"]
 
 SEED = 20_260_802
@@ -120,7 +122,7 @@ class Runner:
     ) -> dict[str, Any]:
         from dask_polar import coded_matmul, last_job
 
-        C = coded_matmul(self.A, self.B, stragglers=stragglers, seed=seed, **options)
+        C = coded_matmul(self.A, self.B, stragglers=straggling(stragglers), seed=seed, **options)
         token = C.name.removeprefix("coded-matmul-")
         wall_start = time.time()
         start = time.perf_counter()

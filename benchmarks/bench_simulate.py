@@ -44,6 +44,8 @@ from dask_polar.simulate import (
 )
 from dask_polar.stragglers import Bimodal, Pareto, ShiftedExponential, draw_delays
 
+from . import straggling
+
 __all__ = ["run"]
 
 SEED = 20_260_806
@@ -282,7 +284,7 @@ def validation(quick: bool) -> dict[str, Any]:
     for method, options in VALIDATION_METHODS:
         finished = np.zeros((trials, n))
         for t, s in enumerate(seeds):
-            C = coded_matmul(A, B, stragglers=model, seed=s, **options)
+            C = coded_matmul(A, B, stragglers=straggling(model), seed=s, **options)
             assert np.allclose(C.compute(), expected)
             record = last_job(client)
             real[method].append(record.decodable_at)

@@ -38,7 +38,8 @@ def matmul_demo(
 
     ``A`` (m x p, float64, 256 MiB by default) is split into ``k`` row blocks; each method
     computes ``A @ B`` with the same heavy-tailed straggler delays injected into its tasks
-    (one worker in twenty 15 times slower: most tasks take 0.2-0.3 s, a few 3-4.5 s). ``B`` is
+    (one worker in twenty 15 times slower: most tasks take 0.2-0.3 s, a few 3-4.5 s), spent
+    blocked in ``time.sleep`` (``Faults(mode="block")``: a straggler that polls nothing). ``B`` is
     thin so that the 2 cores hosting all the simulated workers are not the bottleneck. Prints
     the median wall time per method (``.compute()``, encoding included) and of the job
     itself (from the start of the coded tasks to the decoded result), the ratio to uncoded,
@@ -53,14 +54,17 @@ def matmul_demo(
     from distributed import Client, LocalCluster
 
     from . import coded_matmul, last_job
-    from .stragglers import Bimodal, draw_delays
+    from .stragglers import Bimodal, Faults, draw_delays
 
     # one worker in twenty is 15x slow: most jobs of 32 tasks meet at least one straggler
     model = Bimodal(base=0.2, slow_prob=0.05, slowdown=15.0, jitter=0.5)
+    # real stragglers poll nothing: each delay is spent blocked in time.sleep
+    faults = Faults(model, mode="block")
     n = 2 * k
     print(
         f"A @ B with A {m}x{p} ({m * p * 8 / 2**20:.0f} MiB), B {p}x{q}, k={k} row blocks, "
-        f"n={n} coded tasks; injected stragglers: {model}\n"
+        f"n={n} coded tasks; injected stragglers: {model}, mode={faults.mode!r} (they ignore "
+        "the cancel flag)\n"
     )
     with LocalCluster(
         n_workers=2, threads_per_worker=n + 8, processes=False, dashboard_address="127.0.0.1:0"
@@ -77,7 +81,7 @@ def matmul_demo(
         for label, options in METHODS:
             times, job_times, errors = [], [], []
             for trial in range(trials):
-                C = coded_matmul(A, B, stragglers=model, seed=seed + 1000 * trial, **options)
+                C = coded_matmul(A, B, stragglers=faults, seed=seed + 1000 * trial, **options)
                 start = time.perf_counter()
                 out = C.compute()
                 times.append(time.perf_counter() - start)

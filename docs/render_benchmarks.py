@@ -247,6 +247,40 @@ def render_distributed(results: dict[str, Any]) -> list[str]:
     return out
 
 
+@benchmark("faults", "Real stragglers: blocked, failing, paused (``bench_faults``)")
+def render_faults(results: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    cluster, threads = results.get("cluster", {}), results.get("threads", {})
+    out += [
+        f"Faults injected with ``mode={cluster.get('mode', 'block')!r}``: none of them looks at "
+        f"the cancel flag. Cluster: 4 worker processes, ``A`` {num(cluster.get('A_MiB'))} MiB "
+        f"in 32 row blocks, ``B`` with 64 columns, polar n = 64; blocked tasks sleep "
+        f"{num(cluster.get('block_seconds'))} s, the paused worker stops for "
+        f"{num(cluster.get('pause_seconds'))} s. Polar: median of {cluster.get('trials')} "
+        "trials; plain Dask and uncoded: one trial per fault (each waits the whole fault).",
+        "",
+    ]
+    rows = []
+    for kind, cell in cluster.get("results", {}).items():
+        row = [kind]
+        for method in ("polar", "plain", "uncoded"):
+            m = cell.get(method, {})
+            row.append(num(m.get("median")) + (" (fails)" if m.get("errors") else ""))
+        verdict = cluster.get("verdicts", {}).get(kind, {})
+        row += [ratio(verdict.get("ratio")) if verdict else "", mark(verdict.get("pass")) if verdict else ""]
+        rows.append(row)
+    out += table(["fault", "polar s", "plain s", "uncoded s", "polar x fault-free", "target"],
+                 rows, "dask.distributed (cluster layout)")
+    rows = []
+    for kind, cell in threads.get("results", {}).items():
+        verdict = threads.get("verdicts", {}).get(kind, {})
+        rows.append([kind, num(cell.get("median")), ratio(verdict.get("ratio")) if verdict else "",
+                     mark(verdict.get("pass")) if verdict else ""])
+    out += table(["fault", "polar s", "x fault-free", "target"], rows,
+                 f"Threads (A {num(threads.get('A_MiB'))} MiB, B with 16 columns)")
+    return out
+
+
 @benchmark("simulate", "The simulator at 16,384 workers (``bench_simulate``)")
 def render_simulate(results: dict[str, Any]) -> list[str]:
     out: list[str] = []

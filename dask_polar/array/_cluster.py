@@ -17,10 +17,13 @@ product is laid out as ordinary graph tasks and the scheduler's data locality do
 * ``polar-part-<token>`` ``(p, i, c)`` and the output blocks ``(name, i, c)``: the rows of
   data block ``i`` cut from each panel, then joined into ``A``'s row chunks.
 
-Early completion works through cooperative cancellation: the decode tasks depend on every
-work task, and the stragglers return within a cancel-poll of the decodable moment. A failed
-work task follows Dask's own rules (its ``retries`` annotation; a lost worker's tasks run
-again elsewhere), so a result is either right or the compute raises.
+Early completion does not need the straggler's cooperation: the decode tasks depend on
+every work task, but a work task runs its product in a helper thread and returns, without a
+result, within a cancel-poll of the decodable moment, whatever the product is doing. A work
+task whose product raises after ``retries`` attempts returns a failed outcome, an erasure;
+a lost worker's tasks run again elsewhere (Dask's rules). So a result is either right or
+the compute raises (`CodedJobError`, `CodedJobTimeout`). A paused worker's tasks never
+return: the job waits for it.
 """
 
 from __future__ import annotations
