@@ -212,6 +212,21 @@ class TestRealStragglers:
                 product(ex, k=8, n=16, stragglers=Faults(fail=range(10)))
             assert set(info.value.failures) <= set(range(10)) and info.value.failures
 
+    def test_timeout_bounds_the_wall_time_while_s3_stalls(self, serverless):
+        with serverless.executor(max_concurrency=16, poll_interval=0.05) as ex:
+            product(ex)  # warm: the functions and the session are up
+            s3 = serverless.s3_service.process.pid
+            os.kill(s3, signal.SIGSTOP)
+            start = time.monotonic()
+            try:
+                with pytest.raises(CodedJobTimeout, match="timed out after 3 s"):
+                    product(ex, timeout=3)
+                assert 2 <= time.monotonic() - start <= 4
+            finally:
+                os.kill(s3, signal.SIGCONT)
+            out, expected, _ = product(ex)  # S3 is back: so is the executor
+            np.testing.assert_allclose(out, expected)
+
     def test_timeout_bounds_the_wall_time_with_a_blocked_function(self, serverless):
         with serverless.executor(max_concurrency=16, poll_interval=0.05) as ex:
             start = time.monotonic()
