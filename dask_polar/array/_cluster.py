@@ -50,7 +50,7 @@ from . import _tasks
 from ._scaling import Scales
 
 if TYPE_CHECKING:
-    from .matmul import EncodedBlocks
+    from ._plan import ProductPlan
 
 __all__ = ["ClusterJob", "cluster_layer", "panel_bounds"]
 
@@ -493,22 +493,7 @@ def panel_bounds(block_rows: int, columns: int, k: int, itemsize: int) -> list[i
 
 
 def cluster_layer(
-    layer: dict[Any, Any],
-    encoded: EncodedBlocks,
-    rhs_key: Any,
-    row_chunks: tuple[int, ...],
-    col_chunks: tuple[int, ...],
-    dtype: np.dtype,
-    work_dtype: np.dtype,
-    code: ErasureCode,
-    faults: FaultPlan | None,
-    panel_rows: int | None,
-    timeout: float | None,
-    retries: int,
-    out_name: str,
-    token: str,
-    homes: list[str | None] | None = None,
-    order: list[int] | None = None,
+    layer: dict[Any, Any], plan: ProductPlan
 ) -> tuple[dict[Any, Any], dict[Any, str]]:
     """Add the work, result, decode and output tasks of a coded product to ``layer``.
 
@@ -521,13 +506,14 @@ def cluster_layer(
     task it has not timed), taking their inputs along. ``order[i]`` is the row block of the
     output that data block ``i`` is (`data_block_order`; the identity if None).
     """
-    block_rows = max(row_chunks)
-    columns = int(sum(col_chunks))
+    encoded, code, token, options = plan.encoded, plan.code, plan.token, plan.options
+    block_rows, rhs_key, homes, order = plan.block_rows, plan.rhs_key, plan.homes, plan.order
+    columns = int(sum(plan.col_chunks))
     coded_keys = encoded.coded_keys
     job = ClusterJob(
         token=token, code=code, coded=tuple(sorted(coded_keys)), sources=encoded.sources,
-        block_rows=block_rows, columns=columns, dtype=np.dtype(work_dtype), faults=faults,
-        panel_rows=panel_rows, timeout=timeout, retries=retries,
+        block_rows=block_rows, columns=columns, dtype=plan.work, faults=plan.faults,
+        panel_rows=options.panel_rows, timeout=options.timeout, retries=options.retries,
     )
     scales = TaskRef(encoded.scales_key)
     bounds = panel_bounds(block_rows, columns, code.k, job.dtype.itemsize)
@@ -556,11 +542,11 @@ def cluster_layer(
         layer[(decode_name, p)] = Task((decode_name, p), decode_panel, job, started, p, *parts)
         if workers:
             placement[(decode_name, p)] = workers[p % len(workers)]
-    col_bounds = np.concatenate([[0], np.cumsum(col_chunks)]).astype(int).tolist()
+    col_bounds = plan.col_bounds
     part_name = f"polar-part-{token}"
-    for i, rows in enumerate(row_chunks):
+    for i, rows in enumerate(plan.row_chunks):
         used_panels = [p for p in range(panels) if bounds[p] < rows]
-        for c in range(len(col_chunks)):
+        for c in range(len(plan.col_chunks)):
             parts = []
             for p in used_panels:
                 key = (part_name, p, i, c)
@@ -570,9 +556,9 @@ def cluster_layer(
                 parts.append(TaskRef(key))
                 if workers:
                     placement[key] = placement[(decode_name, p)]
-            out = (out_name, i if order is None else order[i], c)
+            out = (plan.out_name, i if order is None else order[i], c)
             layer[out] = Task(
                 out, join_parts, scales, TaskRef((f"polar-direct-{token}", i)), i, rows,
-                col_bounds[c], col_bounds[c + 1], dtype, *parts,
+                col_bounds[c], col_bounds[c + 1], plan.dtype, *parts,
             )
     return layer, placement

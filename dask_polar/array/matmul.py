@@ -29,6 +29,7 @@ from ..stragglers.faults import FaultPlan, fault_plan
 from . import _tasks
 from ._annotations import keep_annotations
 from ._cluster import cluster_layer
+from ._plan import EncodedBlocks, ProductPlan
 from ._placement import coded_block_owners, data_block_order
 from ._scaling import block_stats, job_scales, work_dtype
 
@@ -363,35 +364,6 @@ def coded_matmul(
     return result
 
 
-@dataclass
-class EncodedBlocks:
-    """The encode tasks of a coded product and what the later tasks need to find.
-
-    Attributes
-    ----------
-    layer : dict
-        The tasks: data block preparation, block statistics, scale factors, encoding.
-    coded_keys : dict of int -> key
-        Coded index -> key of its block; identically zero coded blocks have none.
-    sources : dict of int -> int
-        Coded index -> the data block it is as it is (its work task applies the block's
-        scale factor), or -1 for a sum.
-    data_keys : list of key
-        The prepared data blocks (padded, cast to the work dtype).
-    scales_key : str
-        The key of the job's `Scales`.
-    placement : dict of key -> str
-        Encode task -> the worker to run it on, when the data blocks' workers were given.
-    """
-
-    layer: dict[Any, Task]
-    coded_keys: dict[int, Any]
-    sources: dict[int, int]
-    data_keys: list[Any]
-    scales_key: str
-    placement: dict[Any, str]
-
-
 def encode_layer(
     a_keys: list[list[Any]],
     row_chunks: tuple[int, ...],
@@ -523,17 +495,17 @@ def product_layer(
         )
         if cluster and homes and homes[i] is not None:
             encoded.placement[(direct_name, i)] = homes[i]
+    plan = ProductPlan(
+        code=code, token=token, encoded=encoded, rhs_key=rhs_key, row_chunks=tuple(row_chunks),
+        col_chunks=tuple(col_chunks), dtype=dtype, work=np.dtype(work), faults=faults,
+        options=options, out_name=out_name, homes=None if homes is None else tuple(homes),
+        order=None if order is None else tuple(order),
+    )
     placement: dict[Any, str] = {}
     if cluster:
-        tasks, placement = cluster_layer(
-            tasks, encoded, rhs_key, row_chunks, col_chunks, dtype, work, code, faults,
-            options.panel_rows, options.timeout, options.retries, out_name, token, homes, order,
-        )
+        tasks, placement = cluster_layer(tasks, plan)
     else:
-        _driver_layer(
-            tasks, encoded, rhs_key, row_chunks, col_chunks, dtype, work, code, faults,
-            options, out_name, token,
-        )
+        _driver_layer(tasks, plan)
     layer_annotations: dict[str, Any] = {"retries": options.retries}
     if placement:
         # evaluated per key where the graph is packed; None (the other keys) is no annotation
@@ -545,44 +517,32 @@ def product_layer(
     )
 
 
-def _driver_layer(
-    layer: dict[Any, Task],
-    encoded: EncodedBlocks,
-    rhs_key: Any,
-    row_chunks: tuple[int, ...],
-    col_chunks: tuple[int, ...],
-    dtype: np.dtype,
-    work: np.dtype,
-    code: ErasureCode,
-    faults: FaultPlan | None,
-    options: CodedOptions,
-    out_name: str,
-    token: str,
-) -> None:
+def _driver_layer(layer: dict[Any, Task], plan: ProductPlan) -> None:
     """Add the driver layout's tasks to ``layer`` (which holds the encode and
     ``polar-direct-<token>`` tasks): one driving task that runs the work and decodes, and
     the output blocks cut from its result."""
+    encoded, options, token = plan.encoded, plan.options, plan.token
     scales = TaskRef(encoded.scales_key)
     spec = _tasks.CodedJobSpec(
-        token=token, code=code, coded_keys=encoded.coded_keys, sources=encoded.sources,
-        rhs_key=rhs_key, block_rows=max(row_chunks), dtype=work, faults=faults,
+        token=token, code=plan.code, coded_keys=encoded.coded_keys, sources=encoded.sources,
+        rhs_key=plan.rhs_key, block_rows=plan.block_rows, dtype=plan.work, faults=plan.faults,
         retries=options.retries, backup=options.backup, timeout=options.timeout,
         local_workers=options.local_workers, panel_rows=options.panel_rows,
         executor=options.executor,
     )
     decode_key = f"polar-decode-{token}"
     layer[decode_key] = Task(
-        decode_key, _tasks.drive, spec, scales, TaskRef(rhs_key),
+        decode_key, _tasks.drive, spec, scales, TaskRef(plan.rhs_key),
         *map(TaskRef, encoded.coded_keys.values()),
     )
-    col_bounds = np.concatenate([[0], np.cumsum(col_chunks)]).astype(int).tolist()
-    for i, rows in enumerate(row_chunks):
-        for c in range(len(col_chunks)):
-            key = (out_name, i, c)
+    col_bounds = plan.col_bounds
+    for i, rows in enumerate(plan.row_chunks):
+        for c in range(len(plan.col_chunks)):
+            key = (plan.out_name, i, c)
             layer[key] = Task(
                 key, _tasks.take, TaskRef(decode_key), scales,
                 TaskRef((f"polar-direct-{token}", i)), i, rows, col_bounds[c],
-                col_bounds[c + 1], dtype,
+                col_bounds[c + 1], plan.dtype,
             )
 
 
