@@ -23,6 +23,7 @@ class NotDecodableError(ValueError):
     ----------
     received, needed : int
     missing : tuple of int
+    code : str
     """
 
     def __init__(
@@ -31,6 +32,7 @@ class NotDecodableError(ValueError):
         self.received = int(received)
         self.needed = int(needed)
         self.missing = tuple(int(i) for i in missing)
+        self.code = str(code)
         shown = ", ".join(map(str, self.missing[:20]))
         if len(self.missing) > 20:
             shown += ", ..."
@@ -41,7 +43,7 @@ class NotDecodableError(ValueError):
         )
 
     def __reduce__(self):  # keep attributes across pickling (distributed, Lambda)
-        return (type(self), (self.received, self.needed, self.missing))
+        return (type(self), (self.received, self.needed, self.missing, self.code))
 
 
 class CodedJobError(RuntimeError):

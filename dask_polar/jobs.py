@@ -119,7 +119,12 @@ class JobRecord:
         return cls(**kept)
 
     def summary(self) -> str:
-        """One line: code, results used, decodable moment, decode time, cancelled tasks."""
+        """One line: code, results used, decodable moment, decode time, cancelled tasks (or,
+        for a job that did not decode, what became of its tasks)."""
+        if self.decodable_at is None or self.decoded_at is None:
+            counts = collections.Counter(task.status for task in self.tasks)
+            states = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+            return f"{self.code} on {self.backend}: not decoded ({states}), {self.retries} retries"
         return (
             f"{self.code} on {self.backend}: decodable after {len(self.used)} of {self.n} "
             f"results at {self.decodable_at:.3f}s, decoded in {1e3 * (self.decode_seconds or 0):.1f} ms, "

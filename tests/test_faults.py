@@ -245,3 +245,33 @@ class TestCluster:
             lambda dask_scheduler: len(dask_scheduler.extensions["events"]._events)
         )
         assert events == 0
+
+
+# -- records and errors of jobs that did not decode ------------------------------------------------
+
+
+def test_the_summary_of_a_failed_job_says_what_became_of_its_tasks():
+    a, b = problem()
+    with pytest.raises(CodedJobError):
+        run(a, b, stragglers=Faults(fail=range(33)))
+    record = dask_polar.last_job()
+    assert record.decoded_at is None
+    assert "not decoded (" in record.summary() and "33 failed" in record.summary()
+
+
+def test_not_decodable_error_keeps_its_message_through_pickling():
+    import pickle
+
+    from dask_polar import NotDecodableError
+
+    error = NotDecodableError(3, 4, [1], "<PolarCode n=8 k=4>")
+    again = pickle.loads(pickle.dumps(error))
+    assert str(again) == str(error) and again.code == "<PolarCode n=8 k=4>"
+
+
+def test_a_closed_coded_matrix_refuses_to_multiply():
+    A = np.arange(1.0, 769.0).reshape(64, 12)
+    with dask_polar.CodedMatrix(A, k=8) as coded:
+        np.testing.assert_allclose(coded @ np.ones(12), A.sum(1))
+    with pytest.raises(ValueError, match="CodedMatrix is closed"):
+        coded @ np.ones(12)  # was: zeros

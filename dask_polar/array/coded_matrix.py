@@ -140,6 +140,7 @@ class CodedMatrix:
         self._calls = itertools.count()
         self._transpose: CodedMatrix | None = None
         self._finalizer = weakref.finalize(self, self._backend.close)
+        self._closed = False
 
     def matmul(self, x: Any) -> np.ndarray:
         """``A @ x`` by a coded job; ``x`` of shape ``(p,)`` or ``(p, r)``.
@@ -154,7 +155,14 @@ class CodedMatrix:
             For non-floating ``x`` or a shape that does not align with ``A``.
         dask_polar.CodedJobError
             If the coded tasks keep failing.
+        ValueError
+            If the CodedMatrix was closed (its coded blocks are gone).
         """
+        if self._closed:
+            raise ValueError(
+                "this CodedMatrix is closed (after close() or its with block): its coded "
+                "blocks were released; make a new CodedMatrix"
+            )
         x = np.asarray(x)
         if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.complexfloating)):
             raise TypeError(f"x must have a floating or complex dtype, got {x.dtype}")
@@ -216,6 +224,7 @@ class CodedMatrix:
 
     def close(self) -> None:
         """Release the coded blocks and the worker threads (also done when collected)."""
+        self._closed = True
         self._refs.clear()
         self._finalizer()
         if self._transpose is not None:
