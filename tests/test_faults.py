@@ -275,3 +275,22 @@ def test_a_closed_coded_matrix_refuses_to_multiply():
         np.testing.assert_allclose(coded @ np.ones(12), A.sum(1))
     with pytest.raises(ValueError, match="CodedMatrix is closed"):
         coded @ np.ones(12)  # was: zeros
+
+
+@pytest.mark.parametrize(
+    "options, error, match",
+    [
+        ({"code": "bogus"}, ValueError, "code must be one of"),
+        ({"redundancy": 0}, ValueError, "redundancy must be between 1 and 64"),
+        ({"redundancy": float("inf")}, ValueError, "redundancy must be between 1 and 64"),
+        ({"redundancy": 1e9}, ValueError, "redundancy must be between 1 and 64"),
+        ({"redundancy": "2"}, TypeError, "redundancy must be a real number"),
+    ],
+)
+def test_enable_and_coded_matmul_check_their_options_at_the_call(options, error, match):
+    # was: accepted by enable(), then "rewrite failed; computing the graph uncoded" at compute
+    with pytest.raises(error, match=match):
+        dask_polar.enable(**options)
+    assert not dask_polar.enabled()
+    with pytest.raises(error, match=match):
+        coded_matmul(np.ones((8, 2)), np.ones((2, 2)), **options)

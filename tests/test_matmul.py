@@ -233,7 +233,7 @@ class TestBadInput:
             (np.ones((4, 4)), np.ones((4, 2)), {"code": 3}, TypeError, "code must be one of"),
             (np.ones((4, 4)), np.ones((4, 2)), {"k": 2, "n": 3}, ValueError, "n must be a power of two"),
             (np.ones((4, 4)), np.ones((4, 2)), {"code": MDSCode(6, 3)}, ValueError, "k=3 data blocks"),
-            (np.ones((4, 4)), np.ones((4, 2)), {"redundancy": 0.5}, ValueError, "redundancy must be >= 1"),
+            (np.ones((4, 4)), np.ones((4, 2)), {"redundancy": 0.5}, ValueError, "redundancy must be between 1 and 64"),
             (np.ones((4, 4)), np.ones((4, 2)), {"code": "mds", "straggler_prob": 0.1}, ValueError, "polar codes only"),
             (np.ones((4, 4)), np.ones((4, 2)), {"stragglers": [1.0]}, ValueError, "stragglers must be"),
             ("abc", np.ones((4, 2)), {}, TypeError, "A must"),

@@ -83,13 +83,8 @@ def make_code(
         raise TypeError(
             f"code must be one of {CODE_NAMES} or a dask_polar.codes code, got {type(code).__name__}"
         )
-    if code not in CODE_NAMES:
-        raise ValueError(f"code must be one of {CODE_NAMES}, got {code!r}")
-    redundancy = config.get("redundancy", redundancy)
-    if isinstance(redundancy, bool) or not isinstance(redundancy, numbers.Real):
-        raise TypeError(f"redundancy must be a real number, got {type(redundancy).__name__}")
-    if not redundancy >= 1:
-        raise ValueError(f"redundancy must be >= 1, got {redundancy}")
+    _check_code_name(code)
+    redundancy = _check_redundancy(config.get("redundancy", redundancy))
     if code != "polar" and (straggler_prob is not None or runtimes is not None):
         raise ValueError("straggler_prob and runtimes design polar codes only")
     if n is not None:
@@ -138,6 +133,25 @@ def _as_matrix(name: str, x: Any) -> da.Array:
     return x
 
 
+#: The largest ``redundancy`` (``n / k``) accepted: more coded tasks than this per data block
+#: cost more than any straggler could (and 1e9 would exhaust memory building the code).
+MAX_REDUNDANCY = 64
+
+
+def _check_code_name(code: str) -> None:
+    if code not in CODE_NAMES:
+        raise ValueError(f"code must be one of {CODE_NAMES}, got {code!r}")
+
+
+def _check_redundancy(redundancy: Any) -> float:
+    """``redundancy`` as a float in ``[1, MAX_REDUNDANCY]``, or a TypeError/ValueError."""
+    if isinstance(redundancy, bool) or not isinstance(redundancy, numbers.Real):
+        raise TypeError(f"redundancy must be a real number, got {type(redundancy).__name__}")
+    if not 1 <= redundancy <= MAX_REDUNDANCY:
+        raise ValueError(f"redundancy must be between 1 and {MAX_REDUNDANCY}, got {redundancy}")
+    return float(redundancy)
+
+
 @dataclass(frozen=True)
 class CodedOptions:
     """How coded products are built and run, validated, with ``polar.*`` config defaults.
@@ -177,6 +191,9 @@ class CodedOptions:
                 f"code must be one of {CODE_NAMES} or a dask_polar.codes code, "
                 f"got {type(values['code']).__name__}"
             )
+        if isinstance(values["code"], str):  # checked now, not at a later compute
+            _check_code_name(values["code"])
+        values["redundancy"] = _check_redundancy(values["redundancy"])
         values["seed"] = check_int("seed", values["seed"], minimum=0)
         values["retries"] = check_int("retries", values["retries"], minimum=0)
         for name in ("local_workers", "panel_rows"):
