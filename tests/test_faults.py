@@ -285,6 +285,7 @@ def test_a_closed_coded_matrix_refuses_to_multiply():
         ({"redundancy": float("inf")}, ValueError, "redundancy must be between 1 and 64"),
         ({"redundancy": 1e9}, ValueError, "redundancy must be between 1 and 64"),
         ({"redundancy": "2"}, TypeError, "redundancy must be a real number"),
+        ({"stragglers": "slow"}, TypeError, "stragglers must be a Faults, a RuntimeModel"),
     ],
 )
 def test_enable_and_coded_matmul_check_their_options_at_the_call(options, error, match):

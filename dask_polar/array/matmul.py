@@ -25,7 +25,7 @@ from ..codes import (
     UncodedCode,
 )
 from ..codes._base import check_dtype
-from ..stragglers.faults import FaultPlan, fault_plan
+from ..stragglers.faults import FaultPlan, as_faults, fault_plan
 from . import _tasks
 from ._annotations import keep_annotations
 from ._cluster import cluster_layer
@@ -194,6 +194,7 @@ class CodedOptions:
         if isinstance(values["code"], str):  # checked now, not at a later compute
             _check_code_name(values["code"])
         values["redundancy"] = _check_redundancy(values["redundancy"])
+        as_faults(values["stragglers"])  # its type now; its length once n is known
         values["seed"] = check_int("seed", values["seed"], minimum=0)
         values["retries"] = check_int("retries", values["retries"], minimum=0)
         for name in ("local_workers", "panel_rows"):

@@ -20,7 +20,7 @@ import numpy as np
 
 from .models import RuntimeModel, draw_delays
 
-__all__ = ["FAULT_MODES", "Faults", "FaultPlan", "InjectedFailure", "fault_plan"]
+__all__ = ["FAULT_MODES", "Faults", "FaultPlan", "InjectedFailure", "as_faults", "fault_plan"]
 
 FaultMode = Literal["cooperative", "block", "slow"]
 #: How an injected delay is spent inside a task (see `Faults`).
@@ -187,9 +187,28 @@ class FaultPlan:
         return bool(flag.wait(delay)), 1.0
 
 
+def as_faults(stragglers: Any) -> Faults | None:
+    """``stragglers`` (a `Faults`, a runtime model, delays in seconds, or None) as `Faults`.
+
+    Raises
+    ------
+    TypeError
+        If ``stragglers`` is none of these (a string, say), naming the argument.
+    """
+    if stragglers is None or isinstance(stragglers, Faults):
+        return stragglers
+    if not isinstance(stragglers, RuntimeModel):
+        try:
+            np.asarray(stragglers, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(
+                "stragglers must be a Faults, a RuntimeModel or an array of delays in seconds, "
+                f"got {stragglers!r:.80}"
+            ) from None
+    return Faults(stragglers)
+
+
 def fault_plan(stragglers: Any, n: int, seed: int) -> FaultPlan | None:
     """The `FaultPlan` of ``stragglers`` (a `Faults`, a runtime model or delays) for one job."""
-    if stragglers is None:
-        return None
-    faults = stragglers if isinstance(stragglers, Faults) else Faults(stragglers)
-    return faults.plan(n, seed)
+    faults = as_faults(stragglers)
+    return None if faults is None else faults.plan(n, seed)
