@@ -225,7 +225,17 @@ class _ClusterFlag:
     def is_set(self) -> bool:
         if not self.job.cancellable:
             return self.expired()
-        return self.expired() or (self.event.is_set() and self._confirmed())
+        if self.expired():
+            return True
+        if not self.event.is_set():
+            return False
+        try:
+            return self._confirmed()
+        except (AttributeError, OSError, RuntimeError) as error:
+            # the client is closing (a straggler woke up after the cluster went away):
+            # there is nobody left to work for
+            logger.debug("polar job %s: cannot confirm the flag (%r); stopping", self.job.token, error)
+            return True
 
     def wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + self._left(timeout)
@@ -347,6 +357,8 @@ def _run_detached(job: ClusterJob, flag: _ClusterFlag, args: tuple) -> WorkOutco
     def run() -> None:
         try:
             box.append(_attempts(job, flag, args))
+        except BaseException as error:  # not the product's: still an erasure, never a hang
+            box.append(WorkOutcome(None, started, time.time(), worker, error=error))
         finally:
             done.set()
 
