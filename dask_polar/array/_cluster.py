@@ -34,6 +34,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ from dask.task_spec import Task, TaskRef
 from ..codes import ErasureCode, PolarCode
 from ..exceptions import CodedJobError, CodedJobTimeout, NotDecodableError
 from ..executors import WorkOutcome
+from ..executors._core import describe_error
 from ..executors.cooperative import POLL_SECONDS, worker_name
 from ..jobs import JobRecord, TaskRecord, notify, remember
 from ..stragglers.faults import FaultPlan
@@ -302,34 +304,36 @@ def work(
     if left_out:  # its non-finite values must not reach the product (nor warn there)
         block = np.zeros_like(block)
     faults = None if left_out else job.faults
-    args = (block, scales.rhs(rhs), flag, faults, index, job.panel_rows, scales.row_factors(source))
+    rhs, row_factors = scales.rhs(rhs), scales.row_factors(source)
+
+    def product(attempt: int) -> WorkOutcome:
+        return _tasks.coded_product(
+            block, rhs, flag, faults, index, attempt, job.panel_rows, row_factors
+        )
+
     if job.cancellable or job.timeout is not None:
-        outcome = _run_detached(job, flag, args)
+        outcome = _run_detached(job, flag, index, product)
     else:  # every result is needed and nothing stops it: no need for a helper thread
-        outcome = _attempts(job, flag, args)
+        outcome = _attempts(job, flag, index, product)
     task = TaskRecord(
         index, outcome.status, started=outcome.started - started,
         finished=outcome.finished - started, attempts=outcome.attempts, worker=outcome.worker,
-        error=None if outcome.error is None else _describe(outcome.error),
+        error=outcome.error_text,
     )
     notify("on_result", job.record(started), task)
     return outcome
 
 
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
-
-
-def _attempts(job: ClusterJob, flag: _ClusterFlag, args: tuple) -> WorkOutcome:
-    """Run the product, retrying a failure up to ``retries`` times (each attempt draws its
-    own injected fault); the last failure comes back as a failed outcome, not raised."""
-    x, b, flag_arg, faults, index, panel_rows, row_factors = args
+def _attempts(
+    job: ClusterJob, flag: _ClusterFlag, index: int, product: Callable[[int], WorkOutcome]
+) -> WorkOutcome:
+    """Run ``product(attempt)``, retrying a failure up to ``retries`` times (each attempt
+    draws its own injected fault); the last failure comes back as a failed outcome, not
+    raised."""
     started, worker = time.time(), worker_name()
     for attempt in range(job.retries + 1):
         try:
-            outcome = _tasks.coded_product(
-                x, b, flag_arg, faults, index, attempt, panel_rows, row_factors
-            )
+            outcome = product(attempt)
         except Exception as error:  # an erasure: the decode does without it
             logger.debug("polar job %s: task %d attempt %d failed: %r", job.token, index, attempt, error)
             failure = error
@@ -343,7 +347,9 @@ def _attempts(job: ClusterJob, flag: _ClusterFlag, args: tuple) -> WorkOutcome:
     )
 
 
-def _run_detached(job: ClusterJob, flag: _ClusterFlag, args: tuple) -> WorkOutcome:
+def _run_detached(
+    job: ClusterJob, flag: _ClusterFlag, index: int, product: Callable[[int], WorkOutcome]
+) -> WorkOutcome:
     """`_attempts` in a helper thread, returning its outcome or, once the job is decodable
     (or timed out), a cancelled one at once.
 
@@ -356,13 +362,13 @@ def _run_detached(job: ClusterJob, flag: _ClusterFlag, args: tuple) -> WorkOutco
 
     def run() -> None:
         try:
-            box.append(_attempts(job, flag, args))
+            box.append(_attempts(job, flag, index, product))
         except BaseException as error:  # not the product's: still an erasure, never a hang
             box.append(WorkOutcome(None, started, time.time(), worker, error=error))
         finally:
             done.set()
 
-    threading.Thread(target=run, name=f"polar-work-{args[4]}", daemon=True).start()
+    threading.Thread(target=run, name=f"polar-work-{index}", daemon=True).start()
     while not done.wait(POLL_SECONDS):
         if flag.is_set():
             break
@@ -422,7 +428,7 @@ def decode_panel(
             _record(job, started, outcomes, None)
         stopped = [j for j, o in outcomes.items() if o.cancelled]
         errors = {j: o.error for j, o in sorted(outcomes.items()) if o.error is not None}
-        failures = {j: _describe(error) for j, error in errors.items()}
+        failures = {j: describe_error(error) for j, error in errors.items()}
         cause = next(iter(errors.values()), None)
         if job.timeout is not None and stopped:
             raise CodedJobTimeout(
@@ -470,7 +476,7 @@ def _record(
         task.started, task.finished = outcome.started - started, outcome.finished - started
         task.worker, task.attempts = outcome.worker, outcome.attempts
         task.status = outcome.status
-        task.error = None if outcome.error is None else _describe(outcome.error)
+        task.error = outcome.error_text
     record.cancelled = [t.index for t in record.tasks if t.status == "cancelled"]
     if used is not None:
         record.used = sorted(used)

@@ -107,16 +107,13 @@ def coded_product(
     rows = x.shape[0]
     out = np.empty((rows, b.shape[1]), dtype=np.result_type(x.dtype, b.dtype))
     step = panel_rows or max(1, -(-rows // 8))
-    starts = range(0, rows, step)
-    # a slow node: every panel's product is done `slowdown` times in all (rounded overall)
-    done_work = 0
-    for p, lo in enumerate(starts, start=1):
-        repeats = round(task.slowdown * p) - done_work
-        done_work += repeats
+    for p, lo in enumerate(range(0, rows, step)):
+        # a slow node repeats each panel's product: `slowdown` times the work in all
+        repeats = max(1, round(task.slowdown * (p + 1)) - round(task.slowdown * p))
         panel = x[lo : lo + step]
         if row_factors is not None:  # only for mixed magnitudes; powers of two, so exact
             panel = panel * row_factors[lo : lo + step, None].astype(x.dtype)
-        for _ in range(max(repeats, 1)):
+        for _ in range(repeats):
             if task.cancelled():
                 return task.stopped()
             np.matmul(panel, b, out=out[lo : lo + step])

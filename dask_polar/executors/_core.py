@@ -23,7 +23,7 @@ from ..exceptions import CodedJobError, CodedJobTimeout
 from ..jobs import JobRecord, TaskRecord, notify, remember
 from .policy import backup_candidates
 
-__all__ = ["WorkOutcome", "CANCELLED", "RemoteResults", "run_early_completion"]
+__all__ = ["WorkOutcome", "CANCELLED", "RemoteResults", "describe_error", "run_early_completion"]
 
 logger = logging.getLogger("dask_polar")
 
@@ -46,6 +46,16 @@ class WorkOutcome:
     def status(self) -> str:
         """``"failed"``, ``"cancelled"`` or ``"done"``, as in `TaskRecord.status`."""
         return "failed" if self.error is not None else "cancelled" if self.cancelled else "done"
+
+    @property
+    def error_text(self) -> str | None:
+        """``error`` as `TaskRecord.error` holds it (None if the task did not fail)."""
+        return None if self.error is None else describe_error(self.error)
+
+
+def describe_error(error: BaseException) -> str:
+    """A failed task's error as job records and `CodedJobError` show it."""
+    return f"{type(error).__name__}: {error}"
 
 
 CANCELLED = "cancelled"
@@ -204,8 +214,9 @@ def run_early_completion(
         try:
             while not decoder.decodable:
                 if not pending and not retry():
-                    cause = causes.get(min(errors), None) if errors else None
-                    raise CodedJobError(record.token, errors, decoder.received, code.k) from cause
+                    raise CodedJobError(
+                        record.token, errors, decoder.received, code.k
+                    ) from _first_cause(causes)
                 tick = None if backup is None else 0.01
                 if deadline is not None:
                     left = deadline - time.monotonic()
@@ -213,7 +224,7 @@ def run_early_completion(
                         raise CodedJobTimeout(
                             record.token, timeout, set(pending.values()), errors,
                             decoder.received, code.k,
-                        ) from next(iter(causes.values()), None)
+                        ) from _first_cause(causes)
                     tick = left if tick is None else min(tick, left)
                 done, _ = cf.wait(pending, timeout=tick, return_when=cf.FIRST_COMPLETED)
                 arrived: dict[int, np.ndarray] = {}
@@ -227,7 +238,7 @@ def run_early_completion(
                     try:
                         outcome = future.result()
                     except Exception as exc:  # a failed task is an erasure
-                        error = f"{type(exc).__name__}: {exc}"
+                        error = describe_error(exc)
                         causes[j] = exc
                     else:  # so is a malformed result: decoding it would blame the others
                         error = _malformed(outcome, result_shape, dtype, kind)
@@ -295,6 +306,11 @@ def run_early_completion(
         remember(record)
         notify("on_finish", record)
         return result
+
+
+def _first_cause(causes: Mapping[int, BaseException]) -> BaseException | None:
+    """The exception a job's error chains: the lowest failed task's (None if none raised)."""
+    return causes[min(causes)] if causes else None
 
 
 class _KeptResults:

@@ -82,11 +82,7 @@ class Faults:
     def __post_init__(self) -> None:
         if self.mode not in FAULT_MODES:
             raise ValueError(f"mode must be one of {FAULT_MODES}, got {self.mode!r}")
-        if isinstance(self.delays, str):
-            raise TypeError(
-                f"delays must be a RuntimeModel or an array of delays in seconds, got "
-                f"{self.delays!r}"
-            )
+        _check_delays(self.delays, "delays", "a RuntimeModel or an array of delays in seconds")
         fail = self.fail
         if isinstance(fail, (int, np.integer)) or not isinstance(fail, Iterable):
             raise TypeError(f"fail must be an iterable of task indices, got {fail!r}")
@@ -120,13 +116,7 @@ class Faults:
             delays = np.stack([first, draw_delays(self.delays, n, seed=seed + 1)])
             base = self.base or float(self.delays.ppf(0.5)) or 1.0
         else:
-            try:
-                given = np.asarray(self.delays, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise TypeError(
-                    "stragglers must be a RuntimeModel, Faults or an array of delays in "
-                    f"seconds, got {type(self.delays).__name__}"
-                ) from None
+            given = np.asarray(self.delays, dtype=np.float64)  # convertible: __post_init__
             if given.shape != (n,) or np.any(given < 0) or not np.all(np.isfinite(given)):
                 raise ValueError(
                     f"stragglers must be a runtime model or {n} non-negative delays in "
@@ -197,15 +187,22 @@ def as_faults(stragglers: Any) -> Faults | None:
     """
     if stragglers is None or isinstance(stragglers, Faults):
         return stragglers
-    if not isinstance(stragglers, RuntimeModel):
-        try:
-            np.asarray(stragglers, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(
-                "stragglers must be a Faults, a RuntimeModel or an array of delays in seconds, "
-                f"got {stragglers!r:.80}"
-            ) from None
+    what = "a Faults, a RuntimeModel or an array of delays in seconds"
+    _check_delays(stragglers, "stragglers", what)
     return Faults(stragglers)
+
+
+def _check_delays(delays: Any, name: str, what: str) -> None:
+    """A TypeError naming argument ``name`` unless ``delays`` is None, a `RuntimeModel` or
+    real numbers (a string is not, though numpy would convert ``"1.5"``)."""
+    if delays is None or isinstance(delays, RuntimeModel):
+        return
+    try:
+        if isinstance(delays, str):
+            raise TypeError
+        np.asarray(delays, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be {what}, got {delays!r:.80}") from None
 
 
 def fault_plan(stragglers: Any, n: int, seed: int) -> FaultPlan | None:
