@@ -198,7 +198,7 @@ class TestRealStragglers:
         code = make_code("polar", 8, n=16)
         stuck = next(j for j in range(16) if code.decodable([i for i in range(16) if i != j]))
         with serverless.executor(max_concurrency=16, poll_interval=0.05) as ex:
-            product(ex, k=8, n=16)  # warm: the time below is the job's, not cold starts'
+            product(ex, k=8, n=16)  # warm: the time below is the job's, not cold starts
             start = time.monotonic()
             out, expected, record = product(ex, k=8, n=16, stragglers=self.blocked(16, [stuck]))
             np.testing.assert_allclose(out, expected)
