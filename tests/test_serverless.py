@@ -11,6 +11,7 @@ import collections
 import concurrent.futures as cf
 import io
 import pickle
+import threading
 import time
 import zipfile
 
@@ -242,8 +243,11 @@ def test_handler_returns_the_exception_with_its_traceback(s3):
 
 
 class Unpicklable(Exception):
-    def __init__(self, a, b):  # pickling passes only args=(message,): cannot rebuild
+    def __init__(self, a, b):
         super().__init__(f"{a} {b}")
+        # a lock does not pickle (a class whose __init__ does not round-trip would, once
+        # distributed's import has installed tblib's exception pickling)
+        self.lock = threading.Lock()
 
 
 def test_unpicklable_exception_becomes_remote_error(s3):

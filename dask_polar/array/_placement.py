@@ -17,7 +17,13 @@ import numpy as np
 
 from ..codes import ErasureCode, PolarCode
 
-__all__ = ["coded_block_owners", "data_block_order", "encode_receipts"]
+__all__ = ["coded_block_owners", "data_block_order", "encode_receipts", "is_butterfly"]
+
+
+def is_butterfly(code: ErasureCode) -> bool:
+    """Whether ``code`` is encoded by the polar butterfly, position by position (a
+    non-systematic polar code); the others by their generator rows."""
+    return isinstance(code, PolarCode) and not code.systematic
 
 #: Assignments tried by the swap search of `coded_block_owners` (each costs one
 #: `encode_receipts`, O(log n) array operations: ~0.1 ms at n = 64, ~1.3 ms at n = 1024).
@@ -38,7 +44,7 @@ def encode_receipts(
     generator row uses, except a plain copy of one block (no task, no transfer).
     """
     pairs: list[np.ndarray] = []  # term * workers + receiving worker
-    if isinstance(code, PolarCode):
+    if is_butterfly(code):
         n = code.n
         term = np.full(n, -1)
         where = np.full(n, -1)
@@ -141,7 +147,7 @@ def data_block_order(code: ErasureCode, homes: Sequence[str | None] | None) -> l
     without ``homes``.
     """
     owners = coded_block_owners(code, homes)
-    if owners is None or homes is None or not isinstance(code, PolarCode):
+    if owners is None or homes is None or not is_butterfly(code):
         return None
     position_owner = [owners[int(position)] for position in code.info_set]
     order: list[int | None] = [None] * code.k

@@ -30,7 +30,7 @@ from . import _tasks
 from ._annotations import keep_annotations
 from ._cluster import cluster_layer
 from ._plan import EncodedBlocks, ProductPlan
-from ._placement import coded_block_owners, data_block_order
+from ._placement import coded_block_owners, data_block_order, is_butterfly
 from ._scaling import block_stats, job_scales, work_dtype
 
 __all__ = [
@@ -53,6 +53,7 @@ def make_code(
     redundancy: float | None = None,
     straggler_prob: float | None = None,
     runtimes: Any = None,
+    systematic: bool = True,
 ) -> ErasureCode:
     """Build the code for ``k`` data blocks from a name (or check a code object).
 
@@ -68,6 +69,9 @@ def make_code(
         ``n / k`` to aim for (default from ``polar.redundancy``, 2).
     straggler_prob, runtimes
         Polar design inputs (see `dask_polar.codes.PolarCode`).
+    systematic : bool
+        Whether a polar code is systematic (its first ``k`` tasks are ``A``'s own row
+        blocks) or not (see `dask_polar.codes.PolarCode`).
 
     Returns
     -------
@@ -92,7 +96,9 @@ def make_code(
     if code == "polar":
         if n is None:
             n = 1 << max(0, math.ceil(math.log2(math.ceil(redundancy * k - 1e-9))))
-        return PolarCode(n, k, straggler_prob=straggler_prob, runtimes=runtimes)
+        return PolarCode(
+            n, k, straggler_prob=straggler_prob, runtimes=runtimes, systematic=systematic
+        )
     if code == "mds":
         return MDSCode(n if n is not None else max(k, round(redundancy * k)), k)
     if code == "replication":
@@ -165,6 +171,7 @@ class CodedOptions:
     redundancy: float = 2.0
     straggler_prob: float | None = None
     runtimes: Any = None
+    systematic: bool = True
     executor: Any = None
     stragglers: Any = None
     seed: int = 0
@@ -194,6 +201,8 @@ class CodedOptions:
         if isinstance(values["code"], str):  # checked now, not at a later compute
             _check_code_name(values["code"])
         values["redundancy"] = _check_redundancy(values["redundancy"])
+        if not isinstance(values["systematic"], (bool, np.bool_)):
+            raise TypeError(f"systematic must be True or False, got {values['systematic']!r}")
         as_faults(values["stragglers"])  # its type now; its length once n is known
         values["seed"] = check_int("seed", values["seed"], minimum=0)
         values["retries"] = check_int("retries", values["retries"], minimum=0)
@@ -216,6 +225,7 @@ class CodedOptions:
         return make_code(
             self.code, k, n=self.n, redundancy=self.redundancy,
             straggler_prob=self.straggler_prob, runtimes=self.runtimes,
+            systematic=bool(self.systematic),
         )
 
 
@@ -229,6 +239,7 @@ def coded_matmul(
     redundancy: float | None = None,
     straggler_prob: float | None = None,
     runtimes: Any = None,
+    systematic: bool | None = None,
     executor: Any = None,
     stragglers: Any = None,
     seed: int | None = None,
@@ -266,6 +277,11 @@ def coded_matmul(
     straggler_prob, runtimes : optional
         Polar code design: straggler probability, or runtime samples / a model with
         ``cdf``/``ppf`` (computational polarization).
+    systematic : bool, optional
+        Polar codes only (``polar.systematic``, default True): the first ``k`` coded
+        tasks are plain products of ``A``'s own row blocks, which need no encode; when
+        they all arrive nothing is decoded, and otherwise the parity tasks decode only
+        the blocks that are missing. ``False`` codes every task by the butterfly.
     executor : concurrent.futures.Executor, optional
         Run the coded tasks there (e.g. a `LambdaExecutor`), for jobs driven locally.
         Default: a thread pool with one thread per coded task, or the cluster when the
@@ -336,7 +352,8 @@ def coded_matmul(
     """
     options = CodedOptions.resolve(
         code=code, n=n, redundancy=redundancy, straggler_prob=straggler_prob,
-        runtimes=runtimes, executor=executor, stragglers=stragglers, seed=seed,
+        runtimes=runtimes, systematic=systematic, executor=executor, stragglers=stragglers,
+        seed=seed,
         retries=retries, backup=backup, timeout=timeout, local_workers=local_workers,
         panel_rows=panel_rows, layout=layout,
     )
@@ -637,7 +654,7 @@ def _encode_graph(
     owners = coded_block_owners(code, homes)
     if placement is None or owners is None:
         placement = {}  # not asked for, or not known: the scheduler decides
-    if isinstance(code, PolarCode):
+    if is_butterfly(code):
         # The butterfly x[a] += x[a + half], stages_per_task stages at a time: one task sums
         # the inputs that agree with its output outside the stages' bits and are a bitwise
         # superset inside them. Fewer dependent stages means fewer scheduler round trips,
@@ -672,6 +689,8 @@ def _encode_graph(
             current = following
         coded = {j: term for j, term in enumerate(current) if term is not None}
         return {j: key for j, (key, _) in coded.items()}, {j: s for j, (_, s) in coded.items()}
+    # a dense code, or a systematic polar code: its data positions are the data blocks as
+    # they are, and each parity block one sum over the few data blocks its row uses
     keys: dict[int, Any] = {}
     sources: dict[int, int] = {}
     generator = code.generator

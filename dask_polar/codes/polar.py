@@ -4,6 +4,15 @@ Encoding multiplies by ``G_n = F^{(x)log2 n}``, ``F = [[1, 0], [1, 1]]``: ``(n/2
 block additions. The information set holds the ``k`` data blocks; the other positions are
 frozen to zero.
 
+The systematic form (Arikan 2011, the default) puts the data blocks themselves at the
+information positions of the codeword: ``u = zero_frozen(G^{-1} v)`` for ``v`` holding the
+data at the information set, then ``x = u G``. Over the reals this is exact, because
+``(G^{-1})_{II} = (G_{II})^{-1}`` for the information sets used here (checked when a code is
+made), and it is the same code space, so exactly the same erasure patterns decode. A
+systematic result is a plain product of a data block: when all of them arrive there is
+nothing to decode, and otherwise only the missing ones are re-encoded from the decoded
+``u``.
+
 Decoding is successive cancellation (SC) on erasures, which only adds and subtracts blocks.
 Plain SC gives up when an information position is erased for it. Here such a position becomes
 an *inactive symbol*: SC carries on with it as an unknown (each value is a numeric block plus
@@ -83,6 +92,10 @@ class PolarCode(ErasureCode):
     decoder : {"inactivation", "sc"}
         ``"sc"`` is plain successive cancellation (Bartan & Pilanci 2019); the default adds
         inactivation, which decodes every pattern a full-rank decoder can.
+    systematic : bool
+        Whether coded block ``info_set[i]`` is data block ``i`` itself (Arikan's systematic
+        polar code, the default) or the butterfly of the data placed at the information
+        set (``systematic=False``). The two decode from the same sets of results.
 
     Attributes
     ----------
@@ -107,6 +120,7 @@ class PolarCode(ErasureCode):
     References
     ----------
     E. Arikan, "Channel polarization", IEEE Trans. IT, 2009.
+    E. Arikan, "Systematic polar coding", IEEE Communications Letters, 2011.
     B. Bartan and M. Pilanci, "Straggler Resilient Serverless Computing Based on Polar
     Codes", Allerton 2019. M. Pilanci, "Computational Polarization", IEEE Trans. IT, 2021.
 
@@ -136,6 +150,7 @@ class PolarCode(ErasureCode):
         straggler_prob: float | None = None,
         runtimes: Any = None,
         decoder: str = "inactivation",
+        systematic: bool = True,
     ) -> None:
         n = check_power_of_two("n", n)
         k = check_int("k", k, minimum=1)
@@ -145,6 +160,8 @@ class PolarCode(ErasureCode):
             raise ValueError("give at most one of straggler_prob and runtimes")
         if decoder not in ("inactivation", "sc"):
             raise ValueError(f"decoder must be 'inactivation' or 'sc', got {decoder!r}")
+        if not isinstance(systematic, (bool, np.bool_)):
+            raise TypeError(f"systematic must be True or False, got {systematic!r}")
         super().__init__(n, k)
         if runtimes is not None:
             self.reliability = -expected_finish_times(n, runtimes)
@@ -165,8 +182,17 @@ class PolarCode(ErasureCode):
         self._frozen = np.ones(n, dtype=bool)
         self._frozen[self.info_set] = False
         self._info_before = np.concatenate([[0], np.cumsum(~self._frozen)])
+        self.systematic = bool(systematic)
+        if self.systematic:
+            _check_systematic(self)
+
+    def __repr__(self) -> str:
+        form = "" if self.systematic else " non-systematic"
+        return f"<PolarCode n={self._n} k={self._k}{form}>"
 
     def _generator(self) -> np.ndarray:
+        if self.systematic:  # the encoder applied to the identity: sparse, small integers
+            return self._encode(np.eye(self._k))
         # slow dense reference: rows of the Kronecker power at the information positions
         g = np.array([[1.0]])
         for _ in range(self._n.bit_length() - 1):
@@ -183,6 +209,12 @@ class PolarCode(ErasureCode):
     def _encode(self, blocks: np.ndarray) -> np.ndarray:
         coded = np.zeros((self._n, *blocks.shape[1:]), dtype=blocks.dtype)
         coded[self.info_set] = blocks
+        if self.systematic:
+            butterfly(coded, sign=-1)
+            coded[self._frozen] = 0
+            butterfly(coded)
+            coded[self.info_set] = blocks  # equal in exact arithmetic: keep them bit for bit
+            return coded
         return butterfly(coded)
 
     # -- decodability (value-free) ------------------------------------------------------------
@@ -197,28 +229,63 @@ class PolarCode(ErasureCode):
         symbols = self._symbols(mask)
         if symbols.size == 0:
             return True
-        if self.decoder_kind == "sc":
-            return False
+        if self.decoder_kind == "sc":  # plain SC gives up, unless the data all arrived
+            return self.systematic and bool(mask[self.info_set].all())
         return not self._null_symbols(mask, symbols).size
 
     def _null_symbols(self, mask: np.ndarray, symbols: np.ndarray) -> np.ndarray:
-        """Data blocks left undetermined by the equations on the inactive symbols."""
+        """Positions in ``u``'s information set left undetermined by the equations on the
+        inactive symbols."""
+        directions = self._unknown_directions(mask, symbols)
+        return np.flatnonzero(np.abs(directions).max(axis=1, initial=0) > 1e-9)
+
+    def _unknown_directions(self, mask: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+        """``(k, r)``: the directions in which ``u``'s information part is undetermined."""
         coefficients, _, equations = self._sc_pass(None, mask, symbols)
         _, _, basis = _solve_guard(equations)
-        if basis.shape[1] == 0:
-            return np.empty(0, dtype=np.int64)
-        touched = np.abs(coefficients[self.info_set] @ basis).max(axis=1) > 1e-9
-        return np.flatnonzero(touched)
+        return coefficients[self.info_set] @ basis
 
     def _missing(self, mask: np.ndarray) -> list[int]:
         symbols = self._symbols(mask)
         if self.decoder_kind == "sc" or symbols.size == 0:
-            return np.flatnonzero(np.isin(self.info_set, symbols)).tolist()
-        return self._null_symbols(mask, symbols).tolist()
+            directions = np.isin(self.info_set, symbols)[:, None].astype(np.float64)
+        else:
+            directions = self._unknown_directions(mask, symbols)
+        if not self.systematic:
+            return np.flatnonzero(np.abs(directions).max(axis=1, initial=0) > 1e-9).tolist()
+        # data block i sums the u of the information positions whose bits contain its own,
+        # and is known if its own result arrived
+        absent = ~mask[self.info_set]
+        touched = np.abs(self._reencode(directions)).max(axis=1, initial=0) > 1e-9
+        # plain SC's symbols are the u it does not see, not all it cannot know
+        return np.flatnonzero(absent & touched if touched[absent].any() else absent).tolist()
+
+    def _reencode(self, u: np.ndarray) -> np.ndarray:
+        """``(u G)`` at the information set for ``u`` (k, width) at the information set:
+        the systematic data blocks (or their directions) that ``u`` gives."""
+        x = np.zeros((self._n, u.shape[1]), dtype=u.dtype)
+        x[self.info_set] = u
+        return butterfly(x)[self.info_set]
 
     # -- decoding -----------------------------------------------------------------------------
 
     def _decode(self, coded: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if not self.systematic:
+            return self._decode_u(coded, mask)
+        arrived = mask[self.info_set]
+        data = coded[self.info_set]  # a copy: the decode below works in place on ``coded``
+        if arrived.all():  # every data block's own result: nothing to decode
+            return data
+        # u is larger than the data it sums to (cond(G_II) is 65 at n = 64): decode and
+        # re-encode it in double precision at least
+        wide = np.result_type(coded.dtype, np.float64)
+        u = self._decode_u(coded.astype(wide, copy=False), mask).reshape(self._k, -1)
+        flat = data.reshape(self._k, -1)
+        flat[~arrived] = self._reencode(u)[~arrived]  # only the data blocks that did not arrive
+        return data
+
+    def _decode_u(self, coded: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The non-systematic decode: ``u`` at the information set, ``(k, *shape)``."""
         shape = coded.shape[1:]
         work = coded.reshape(self._n, -1)  # decoded in place: the caller hands over the buffer
         symbols = self._symbols(mask)
@@ -352,6 +419,27 @@ class PolarCode(ErasureCode):
         return state.decodable()
 
 
+def _check_systematic(code: PolarCode) -> None:
+    """Raise ``ValueError`` unless the systematic encoder reproduces the data at the
+    information set, i.e. ``(G^{-1})_{II} = (G_{II})^{-1}``.
+
+    One encode of a random vector with small integer entries (exact in float64 up to
+    n = 2**20): the identity is linear, so a random vector misses a failure with
+    probability zero.
+    """
+    probe = np.random.default_rng(0).integers(-8, 9, size=(code.k, 1)).astype(np.float64)
+    v = np.zeros((code.n, 1))
+    v[code.info_set] = probe
+    butterfly(v, sign=-1)
+    v[code._frozen] = 0
+    butterfly(v)
+    if not np.array_equal(v[code.info_set], probe):
+        raise ValueError(
+            f"the systematic encoder of {code!r} does not reproduce the data at this "
+            "information set; use systematic=False"
+        )
+
+
 def _solve_guard(matrix: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
     """Pseudo-inverse of ``matrix`` (e, d) behind a conditioning guard.
 
@@ -443,6 +531,6 @@ class _SCTree:
             return False
         if self.info_seen == code.k:
             return True
-        if code.decoder_kind == "sc":
+        if code.decoder_kind == "sc" and not code.systematic:
             return False
         return code._decodable(self.mask)
