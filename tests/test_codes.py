@@ -26,8 +26,9 @@ CODES = [
     ("polar-16-11", lambda: PolarCode(16, 11)),
     ("polar-32-16", lambda: PolarCode(32, 16)),
     ("polar-sc-16-8", lambda: PolarCode(16, 8, decoder="sc")),
-    ("polar-nonsystematic-16-8", lambda: PolarCode(16, 8, systematic=False)),
-    ("polar-sc-nonsystematic-16-11", lambda: PolarCode(16, 11, decoder="sc", systematic=False)),
+    ("polar-systematic-16-8", lambda: PolarCode(16, 8, systematic=True)),
+    ("polar-systematic-32-20", lambda: PolarCode(32, 20, systematic=True)),
+    ("polar-sc-systematic-16-11", lambda: PolarCode(16, 11, decoder="sc", systematic=True)),
     ("polar-1-1", lambda: PolarCode(1, 1)),
     ("mds-10-6", lambda: MDSCode(10, 6)),
     ("replication-5x2", lambda: ReplicationCode(5, 2)),
@@ -276,7 +277,7 @@ def test_not_decodable_error_is_exported_and_pickles():
 @pytest.mark.parametrize("make", [f for _, f in CODES], ids=[i for i, _ in CODES])
 def test_repr_is_short_and_exact(make):
     code = make()
-    form = "" if getattr(code, "systematic", True) else " non-systematic"
+    form = " systematic" if getattr(code, "systematic", False) else ""
     assert repr(code) == f"<{type(code).__name__} n={code.n} k={code.k}{form}>"
 
 

@@ -314,3 +314,41 @@ def test_blas_is_limited_during_a_threaded_job_only():
     assert seen and all(seen)
     assert _BLAS._limiter is None and _BLAS._users == 0
     assert blas_threads() == before
+
+
+class TestSystematic:
+    def test_data_tasks_read_a_directly_and_every_result_matches_numpy(self):
+        A, B = rand((256, 12), (16, 12)), rand((12, 5), (12, 5), seed=1)
+        C = coded_matmul(A, B, n=32, systematic=True)
+        graph = dict(C.__dask_graph__())
+        encode = [key for key in graph if isinstance(key, tuple) and str(key[0]).startswith("polar-encode")]
+        assert len(encode) == 16  # the 16 parity blocks; the data positions are A's blocks
+        np.testing.assert_allclose(C.compute(), A.compute() @ B.compute(), atol=1e-10)
+        record = dask_polar.last_job()
+        assert record.code == "<PolarCode n=32 k=16 systematic>"
+
+    @pytest.mark.parametrize("mode", ["cooperative", "block"])
+    def test_stragglers_on_data_positions_are_decoded_from_the_parity(self, mode):
+        A, B = rand((256, 12), (16, 12)), rand((12, 5), (12, 5), seed=1)
+        code = PolarCode(32, 16, systematic=True)
+        delays = np.zeros(32)
+        delays[code.info_set[[0, 5, 9]]] = 3.0  # three data tasks straggle
+        start = time.perf_counter()
+        out = coded_matmul(
+            A, B, code=code, stragglers=dask_polar.stragglers.Faults(delays, mode=mode)
+        ).compute()
+        assert time.perf_counter() - start < 2.5
+        np.testing.assert_allclose(out, A.compute() @ B.compute(), atol=1e-9)
+        record = dask_polar.last_job()
+        assert not {int(j) for j in code.info_set[[0, 5, 9]]} & set(record.used)
+
+    def test_a_failing_data_task_is_an_erasure(self):
+        A, B = rand((256, 12), (16, 12)), rand((12, 5), (12, 5), seed=1)
+        code = PolarCode(32, 16, systematic=True)
+        faults = dask_polar.stragglers.Faults(fail=[int(code.info_set[3])])
+        out = coded_matmul(A, B, code=code, stragglers=faults, retries=0).compute()
+        np.testing.assert_allclose(out, A.compute() @ B.compute(), atol=1e-9)
+
+    def test_systematic_must_be_a_bool(self):
+        with pytest.raises(TypeError, match="systematic"):
+            coded_matmul(np.ones((4, 2)), np.ones((2, 2)), systematic="yes")

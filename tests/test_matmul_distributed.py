@@ -213,3 +213,16 @@ def test_same_product_twice_and_a_timeout_on_the_cluster(client):
     with pytest.raises(dask_polar.CodedJobTimeout, match=r"not decodable \(k=4\)"):
         coded_matmul(A[:32], B, code="uncoded", stragglers=delays, timeout=0.5).compute()
     assert time.perf_counter() - start < 10.0  # the stragglers would take 30 s
+
+
+def test_systematic_polar_on_the_cluster_matches_numpy(client):
+    A, B = rand((160, 12), (10, 6)), rand((12, 8), (12, 4), seed=1)
+    code = dask_polar.codes.PolarCode(32, 16, systematic=True)
+    delays = np.zeros(32)
+    delays[code.info_set[[1, 4]]] = 20.0
+    start = time.perf_counter()
+    C = coded_matmul(A, B, code=code, stragglers=dask_polar.stragglers.Faults(delays, mode="block"))
+    np.testing.assert_allclose(C.compute(), A.compute() @ B.compute(), atol=1e-10)
+    assert time.perf_counter() - start < 10
+    record = dask_polar.last_job()
+    assert record.backend == "distributed" and record.code.endswith("systematic>")

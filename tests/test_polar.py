@@ -73,7 +73,7 @@ def test_generator_is_the_kronecker_power_at_the_information_set():
 @pytest.mark.parametrize("n, k", [(8, 4), (32, 13), (64, 32), (64, 48), (256, 128)])
 def test_systematic_generator_is_the_same_code_with_the_data_at_the_information_set(n, k):
     # dense reference: G_I (G_II)^-1, whose rows at the information set are the identity
-    code, plain = PolarCode(n, k), PolarCode(n, k, systematic=False)
+    code, plain = PolarCode(n, k, systematic=True), PolarCode(n, k)
     assert code.systematic and not plain.systematic
     np.testing.assert_array_equal(code.info_set, plain.info_set)
     g = kronecker_power(n)[code.info_set].T
@@ -86,8 +86,8 @@ def test_systematic_generator_is_the_same_code_with_the_data_at_the_information_
 @given(data=st.data())
 @pytest.mark.parametrize("n, k, decoder", [(16, 8, "inactivation"), (16, 11, "sc"), (32, 20, "inactivation")])
 def test_systematic_and_plain_forms_decode_from_the_same_sets(n, k, decoder, data):
-    code = PolarCode(n, k, decoder=decoder)
-    plain = PolarCode(n, k, decoder=decoder, systematic=False)
+    code = PolarCode(n, k, decoder=decoder, systematic=True)
+    plain = PolarCode(n, k, decoder=decoder)
     mask = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
     assert code.decodable(mask) == plain.decodable(mask)
     blocks = np.random.default_rng(int(mask @ (1 << np.arange(n)) % 2**32)).standard_normal((k, 3, 2))
@@ -114,7 +114,7 @@ def test_systematic_and_plain_forms_decode_from_the_same_sets(n, k, decoder, dat
 
 
 def test_systematic_results_are_the_data_and_need_no_decode():
-    code = PolarCode(64, 32)
+    code = PolarCode(64, 32, systematic=True)
     blocks = np.random.default_rng(3).standard_normal((32, 5)).astype(np.float32)
     coded = code.encode(blocks)
     np.testing.assert_array_equal(coded[code.info_set], blocks)  # bit for bit
@@ -125,7 +125,7 @@ def test_systematic_results_are_the_data_and_need_no_decode():
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 2e-5)])
 def test_systematic_decode_of_a_missing_data_block_is_accurate(dtype, rtol):
-    code = PolarCode(64, 32)
+    code = PolarCode(64, 32, systematic=True)
     rng = np.random.default_rng(4)
     blocks = rng.standard_normal((32, 100)).astype(dtype)
     coded = code.encode(blocks)

@@ -53,7 +53,7 @@ def make_code(
     redundancy: float | None = None,
     straggler_prob: float | None = None,
     runtimes: Any = None,
-    systematic: bool = True,
+    systematic: bool = False,
 ) -> ErasureCode:
     """Build the code for ``k`` data blocks from a name (or check a code object).
 
@@ -171,7 +171,7 @@ class CodedOptions:
     redundancy: float = 2.0
     straggler_prob: float | None = None
     runtimes: Any = None
-    systematic: bool = True
+    systematic: bool = False
     executor: Any = None
     stragglers: Any = None
     seed: int = 0
@@ -278,10 +278,12 @@ def coded_matmul(
         Polar code design: straggler probability, or runtime samples / a model with
         ``cdf``/``ppf`` (computational polarization).
     systematic : bool, optional
-        Polar codes only (``polar.systematic``, default True): the first ``k`` coded
+        Polar codes only (``polar.systematic``, default False): with True, ``k`` coded
         tasks are plain products of ``A``'s own row blocks, which need no encode; when
-        they all arrive nothing is decoded, and otherwise the parity tasks decode only
-        the blocks that are missing. ``False`` codes every task by the butterfly.
+        they all arrive nothing is decoded, and otherwise the parity results decode only
+        the blocks that are missing. The parity is still encoded (by its sparse generator
+        rows) and run alongside, so on a small machine it costs more than the butterfly
+        today; it becomes the default once the parity runs only in the gaps.
     executor : concurrent.futures.Executor, optional
         Run the coded tasks there (e.g. a `LambdaExecutor`), for jobs driven locally.
         Default: a thread pool with one thread per coded task, or the cluster when the

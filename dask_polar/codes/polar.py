@@ -4,7 +4,7 @@ Encoding multiplies by ``G_n = F^{(x)log2 n}``, ``F = [[1, 0], [1, 1]]``: ``(n/2
 block additions. The information set holds the ``k`` data blocks; the other positions are
 frozen to zero.
 
-The systematic form (Arikan 2011, the default) puts the data blocks themselves at the
+The systematic form (Arikan 2011, ``systematic=True``) puts the data blocks themselves at the
 information positions of the codeword: ``u = zero_frozen(G^{-1} v)`` for ``v`` holding the
 data at the information set, then ``x = u G``. Over the reals this is exact, because
 ``(G^{-1})_{II} = (G_{II})^{-1}`` for the information sets used here (checked when a code is
@@ -94,8 +94,8 @@ class PolarCode(ErasureCode):
         inactivation, which decodes every pattern a full-rank decoder can.
     systematic : bool
         Whether coded block ``info_set[i]`` is data block ``i`` itself (Arikan's systematic
-        polar code, the default) or the butterfly of the data placed at the information
-        set (``systematic=False``). The two decode from the same sets of results.
+        polar code) or the butterfly of the data placed at the information set (the
+        default). The two decode from the same sets of results.
 
     Attributes
     ----------
@@ -150,7 +150,7 @@ class PolarCode(ErasureCode):
         straggler_prob: float | None = None,
         runtimes: Any = None,
         decoder: str = "inactivation",
-        systematic: bool = True,
+        systematic: bool = False,
     ) -> None:
         n = check_power_of_two("n", n)
         k = check_int("k", k, minimum=1)
@@ -187,7 +187,7 @@ class PolarCode(ErasureCode):
             _check_systematic(self)
 
     def __repr__(self) -> str:
-        form = "" if self.systematic else " non-systematic"
+        form = " systematic" if self.systematic else ""
         return f"<PolarCode n={self._n} k={self._k}{form}>"
 
     def _generator(self) -> np.ndarray:
