@@ -10,6 +10,7 @@ import numpy as np
 
 __all__ = [
     "as_real_array",
+    "check_bool",
     "check_int",
     "check_positive",
     "check_power_of_two",
@@ -18,6 +19,13 @@ __all__ = [
     "check_seed",
     "check_shape",
 ]
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` as a bool if it is one (numpy's included), else raise naming ``name``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def check_int(name: str, value: object, *, minimum: int | None = None) -> int:

@@ -15,7 +15,7 @@ from dask.task_spec import List, Task, TaskRef
 from dask.utils import typename
 
 from .. import config
-from .._validation import check_int, check_positive
+from .._validation import check_bool, check_int, check_positive
 from ..codes import (
     ErasureCode,
     LocalProductCode,
@@ -70,8 +70,8 @@ def make_code(
     straggler_prob, runtimes
         Polar design inputs (see `dask_polar.codes.PolarCode`).
     systematic : bool
-        Whether a polar code is systematic (its first ``k`` tasks are ``A``'s own row
-        blocks) or not (see `dask_polar.codes.PolarCode`).
+        Whether a polar code is systematic (``A``'s own row blocks at its information
+        positions) or not (see `dask_polar.codes.PolarCode`).
 
     Returns
     -------
@@ -201,8 +201,7 @@ class CodedOptions:
         if isinstance(values["code"], str):  # checked now, not at a later compute
             _check_code_name(values["code"])
         values["redundancy"] = _check_redundancy(values["redundancy"])
-        if not isinstance(values["systematic"], (bool, np.bool_)):
-            raise TypeError(f"systematic must be True or False, got {values['systematic']!r}")
+        values["systematic"] = check_bool("systematic", values["systematic"])
         as_faults(values["stragglers"])  # its type now; its length once n is known
         values["seed"] = check_int("seed", values["seed"], minimum=0)
         values["retries"] = check_int("retries", values["retries"], minimum=0)
@@ -225,7 +224,7 @@ class CodedOptions:
         return make_code(
             self.code, k, n=self.n, redundancy=self.redundancy,
             straggler_prob=self.straggler_prob, runtimes=self.runtimes,
-            systematic=bool(self.systematic),
+            systematic=self.systematic,
         )
 
 
@@ -355,9 +354,8 @@ def coded_matmul(
     options = CodedOptions.resolve(
         code=code, n=n, redundancy=redundancy, straggler_prob=straggler_prob,
         runtimes=runtimes, systematic=systematic, executor=executor, stragglers=stragglers,
-        seed=seed,
-        retries=retries, backup=backup, timeout=timeout, local_workers=local_workers,
-        panel_rows=panel_rows, layout=layout,
+        seed=seed, retries=retries, backup=backup, timeout=timeout,
+        local_workers=local_workers, panel_rows=panel_rows, layout=layout,
     )
     A = _as_matrix("A", A)
     B = _as_matrix("B", B)

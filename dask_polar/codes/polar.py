@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_int, check_power_of_two, check_probability
+from .._validation import check_bool, check_int, check_power_of_two, check_probability
 from ._base import ErasureCode
 from .construction import erasure_probabilities, expected_finish_times, information_set, polarize
 
@@ -160,8 +160,7 @@ class PolarCode(ErasureCode):
             raise ValueError("give at most one of straggler_prob and runtimes")
         if decoder not in ("inactivation", "sc"):
             raise ValueError(f"decoder must be 'inactivation' or 'sc', got {decoder!r}")
-        if not isinstance(systematic, (bool, np.bool_)):
-            raise TypeError(f"systematic must be True or False, got {systematic!r}")
+        systematic = check_bool("systematic", systematic)
         super().__init__(n, k)
         if runtimes is not None:
             self.reliability = -expected_finish_times(n, runtimes)
@@ -182,7 +181,7 @@ class PolarCode(ErasureCode):
         self._frozen = np.ones(n, dtype=bool)
         self._frozen[self.info_set] = False
         self._info_before = np.concatenate([[0], np.cumsum(~self._frozen)])
-        self.systematic = bool(systematic)
+        self.systematic = systematic
         if self.systematic:
             _check_systematic(self)
 
@@ -210,11 +209,16 @@ class PolarCode(ErasureCode):
         coded = np.zeros((self._n, *blocks.shape[1:]), dtype=blocks.dtype)
         coded[self.info_set] = blocks
         if self.systematic:
-            butterfly(coded, sign=-1)
-            coded[self._frozen] = 0
-            butterfly(coded)
+            self._systematic_butterflies(coded)
             coded[self.info_set] = blocks  # equal in exact arithmetic: keep them bit for bit
             return coded
+        return butterfly(coded)
+
+    def _systematic_butterflies(self, coded: np.ndarray) -> np.ndarray:
+        """``G(zero_frozen(G^{-1} coded))`` in place: the systematic codeword of the data
+        that ``coded`` holds at the information set."""
+        butterfly(coded, sign=-1)
+        coded[self._frozen] = 0
         return butterfly(coded)
 
     # -- decodability (value-free) ------------------------------------------------------------
@@ -430,10 +434,7 @@ def _check_systematic(code: PolarCode) -> None:
     probe = np.random.default_rng(0).integers(-8, 9, size=(code.k, 1)).astype(np.float64)
     v = np.zeros((code.n, 1))
     v[code.info_set] = probe
-    butterfly(v, sign=-1)
-    v[code._frozen] = 0
-    butterfly(v)
-    if not np.array_equal(v[code.info_set], probe):
+    if not np.array_equal(code._systematic_butterflies(v)[code.info_set], probe):
         raise ValueError(
             f"the systematic encoder of {code!r} does not reproduce the data at this "
             "information set; use systematic=False"
