@@ -28,7 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Scales", "block_stats", "job_scales", "peak_exponent", "work_dtype"]
+__all__ = [
+    "Scales", "block_stats", "job_scales", "peak_exponent", "row_normalizers", "row_target",
+    "work_dtype",
+]
 
 #: Rows within ``2**SPREAD_BITS`` of the largest are left unscaled; the coded error of a
 #: row relative to its own size then grows by at most this factor against uncoded.
@@ -168,3 +171,32 @@ def job_scales(
         rows.append(np.ldexp(1.0, shift) if shift.any() else None)
     finite = tuple(bool(ok) for _, ok in a_stats)
     return Scales(tuple(rows), finite, math.ldexp(1.0, b_shift), bool(b_finite))
+
+
+def row_target(dtype: np.dtype, n: int, inner: int, b_exponents: np.ndarray | None) -> int:
+    """The exponent each row of a systematic code's data blocks is scaled to in its parity.
+
+    Rows of every block are brought to one magnitude, ``2**target`` with ``target = -e``
+    for ``B``'s peak ``2**e``, so the products are of order one and no block's rows swamp
+    another's digits in a parity sum. Each block's factors then depend on the block
+    (and ``B``) alone: the tasks that read a block compute them, with no job-wide pass.
+    Clamped so that sums of ``n`` rows and products over ``inner`` terms stay finite.
+    """
+    info = np.finfo(np.dtype(dtype))
+    b_exp = peak_exponent(b_exponents) or 0
+    sums = math.ceil(math.log2(max(n, 1)))
+    high = min(info.maxexp - 2 - sums, info.maxexp - 2 - sums - math.ceil(math.log2(max(inner, 1))) - b_exp)
+    return int(np.clip(-b_exp, info.minexp + 1, high))
+
+
+def row_normalizers(block: np.ndarray, target: int) -> tuple[np.ndarray | None, bool]:
+    """``(factors, finite)``: powers of two that bring each row of ``block`` to
+    ``2**target`` (`row_target`; None: every factor is 1), and whether ``block`` is finite
+    (if not, ``factors`` is None and the block is left out of the parity)."""
+    exponents, finite = block_stats(block)
+    if not finite or exponents is None:
+        return None, finite
+    info = np.finfo(block.dtype) if block.dtype.kind in "fc" else np.finfo(np.float64)
+    shift = np.clip(target - exponents, info.minexp, info.maxexp - 1)
+    shift[exponents == ZERO_ROW] = 0
+    return (np.ldexp(1.0, shift) if shift.any() else None), True

@@ -17,7 +17,7 @@ from ._scaling import Scales
 
 __all__ = [
     "CodedJobSpec", "add", "combine", "pad_rows", "coded_product", "direct_product", "drive",
-    "finish_block", "run_coded_product", "take",
+    "finish_block", "job_record", "panel_product", "run_coded_product", "take", "take_block",
 ]
 
 def _terms(
@@ -104,6 +104,14 @@ def coded_product(
     task = CooperativeTask(flag)
     if task.inject(faults, index, attempt):
         return task.stopped()
+    return panel_product(task, x, b, panel_rows, row_factors)
+
+
+def panel_product(
+    task: CooperativeTask, x: np.ndarray, b: np.ndarray, panel_rows: int | None,
+    row_factors: np.ndarray | None = None,
+) -> WorkOutcome:
+    """``x @ b`` in row panels, as ``task`` (its cancel flag, its injected slowdown) says."""
     rows = x.shape[0]
     out = np.empty((rows, b.shape[1]), dtype=np.result_type(x.dtype, b.dtype))
     step = panel_rows or max(1, -(-rows // 8))
@@ -193,15 +201,7 @@ def run_coded_product(
     row_factors = row_factors or {}
     zero = np.zeros(result_shape, dtype=dtype)
     known = {j: zero for j in range(code.n) if j not in coded_refs or j in left_out}
-    record = JobRecord(
-        token=token,
-        code=repr(code),
-        n=code.n,
-        k=code.k,
-        backend=backend.name,
-        info_set=code.info_set.tolist() if isinstance(code, PolarCode) else None,
-        straggler_delays=None if faults is None else faults.first.tolist(),
-    )
+    record = job_record(code, backend, token, faults)
 
     def make_task(j: int, attempt: int, flag: Any):
         # a re-run or backup copy goes to another worker: a fresh draw of its delay
@@ -214,6 +214,19 @@ def run_coded_product(
     )
 
 
+def job_record(code: ErasureCode, backend: Any, token: str, faults: FaultPlan | None) -> JobRecord:
+    """The record of a coded product's job, before it runs."""
+    return JobRecord(
+        token=token,
+        code=repr(code),
+        n=code.n,
+        k=code.k,
+        backend=backend.name,
+        info_set=code.info_set.tolist() if isinstance(code, PolarCode) else None,
+        straggler_delays=None if faults is None else faults.first.tolist(),
+    )
+
+
 def finish_block(
     value: np.ndarray, scales: Scales, direct: np.ndarray | None, i: int, rows: int,
     col_start: int, col_stop: int, dtype: np.dtype,
@@ -223,6 +236,14 @@ def finish_block(
     if direct is not None:
         return direct[:rows, col_start:col_stop].astype(dtype, copy=False)
     return scales.unscale(i, value[:rows], dtype)
+
+
+def take_block(
+    decoded: list[np.ndarray], i: int, rows: int, col_start: int, col_stop: int, dtype: np.dtype
+) -> np.ndarray:
+    """Output block of a systematic job: rows ``:rows``, columns ``col_start:col_stop`` of
+    data block ``i``'s product (`dask_polar.array._systematic`), in ``dtype``."""
+    return decoded[i][:rows, col_start:col_stop].astype(dtype, copy=False)
 
 
 def take(

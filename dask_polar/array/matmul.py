@@ -32,6 +32,7 @@ from ._cluster import cluster_layer
 from ._plan import EncodedBlocks, ProductPlan
 from ._placement import coded_block_owners, data_block_order, is_butterfly
 from ._scaling import block_stats, job_scales, work_dtype
+from ._systematic import SystematicJobSpec, SystematicLayout, drive_systematic
 
 __all__ = [
     "CodedOptions", "EncodedBlocks", "coded_matmul", "encode_layer", "make_code", "product_layer",
@@ -399,6 +400,35 @@ def coded_matmul(
     return result
 
 
+def data_block_layer(
+    a_keys: list[list[Any]], row_chunks: tuple[int, ...], token: str, dtype: np.dtype | None
+) -> tuple[dict[Any, Task], list[Any]]:
+    """The tasks that make ``A``'s row blocks the code's data blocks, and their keys.
+
+    A row block chunked along the inner axis is concatenated, shorter blocks are padded
+    with zero rows (all blocks share one shape), and with ``dtype`` every block is cast to
+    it; a block that needs none of this is used as it is (no task).
+    """
+    layer: dict[Any, Task] = {}
+    block_rows = max(row_chunks)
+    data_keys = []
+    for i, (row, rows) in enumerate(zip(a_keys, row_chunks)):
+        key = row[0]
+        if len(row) > 1:  # A chunked along the inner axis: one row block is their concatenation
+            key = (f"polar-rows-{token}", i)
+            layer[key] = Task(key, np.concatenate, List(*map(TaskRef, row)), axis=1, dtype=dtype)
+        elif dtype is not None and rows == block_rows:
+            key_cast = (f"polar-cast-{token}", i)
+            layer[key_cast] = Task(key_cast, _tasks.pad_rows, TaskRef(key), block_rows, dtype)
+            key = key_cast
+        if rows != block_rows:
+            pad = (f"polar-pad-{token}", i)
+            layer[pad] = Task(pad, _tasks.pad_rows, TaskRef(key), block_rows, dtype)
+            key = pad
+        data_keys.append(key)
+    return layer, data_keys
+
+
 def encode_layer(
     a_keys: list[list[Any]],
     row_chunks: tuple[int, ...],
@@ -424,24 +454,7 @@ def encode_layer(
     ``homes[i]`` is the worker holding data block ``i``, if known: each encode task is then
     placed on the worker that is to hold its coded position (see `coded_block_owners`).
     """
-    layer: dict[Any, Task] = {}
-    block_rows = max(row_chunks)
-    dtype = work if cast else None
-    data_keys = []
-    for i, (row, rows) in enumerate(zip(a_keys, row_chunks)):
-        key = row[0]
-        if len(row) > 1:  # A chunked along the inner axis: one row block is their concatenation
-            key = (f"polar-rows-{token}", i)
-            layer[key] = Task(key, np.concatenate, List(*map(TaskRef, row)), axis=1, dtype=dtype)
-        elif dtype is not None and rows == block_rows:
-            key_cast = (f"polar-cast-{token}", i)
-            layer[key_cast] = Task(key_cast, _tasks.pad_rows, TaskRef(key), block_rows, dtype)
-            key = key_cast
-        if rows != block_rows:
-            pad = (f"polar-pad-{token}", i)
-            layer[pad] = Task(pad, _tasks.pad_rows, TaskRef(key), block_rows, dtype)
-            key = pad
-        data_keys.append(key)
+    layer, data_keys = data_block_layer(a_keys, row_chunks, token, work if cast else None)
     stats_name = f"polar-stats-{token}"
     for i, key in enumerate(data_keys):
         layer[(stats_name, i)] = Task((stats_name, i), block_stats, TaskRef(key))
@@ -510,6 +523,14 @@ def product_layer(
         grid = List(*[List(*map(TaskRef, row)) for row in b_keys])
         tasks[rhs_key] = Task(rhs_key, np.block, grid)
     cluster = use_cluster_layout(options)
+    if not cluster and _runs_systematically(code, options):
+        tasks.update(
+            _systematic_driver_layer(
+                a_keys, rhs_key, row_chunks, col_chunks, dtype, code, faults, options,
+                out_name, token, cast=a_dtype is None or np.dtype(a_dtype) != work, inner=inner,
+            )
+        )
+        return _annotated(tasks, {}, options, annotations, collection_annotations)
     order = data_block_order(code, homes) if cluster else None
     if order is not None:  # data block m is A's row block order[m], on its position's worker
         a_keys = [a_keys[i] for i in order]
@@ -541,6 +562,15 @@ def product_layer(
         tasks, placement = cluster_layer(tasks, plan)
     else:
         _driver_layer(tasks, plan)
+    return _annotated(tasks, placement, options, annotations, collection_annotations)
+
+
+def _annotated(
+    tasks: dict[Any, Task], placement: dict[Any, str], options: CodedOptions,
+    annotations: dict[str, Any] | None, collection_annotations: dict[str, Any] | None,
+) -> MaterializedLayer:
+    """The product's layer, annotated with its retries, its placement and the user's
+    ``annotations`` (which win)."""
     layer_annotations: dict[str, Any] = {"retries": options.retries}
     if placement:
         # evaluated per key where the graph is packed; None (the other keys) is no annotation
@@ -579,6 +609,48 @@ def _driver_layer(layer: dict[Any, Task], plan: ProductPlan) -> None:
                 TaskRef((f"polar-direct-{token}", i)), i, rows, col_bounds[c],
                 col_bounds[c + 1], plan.dtype,
             )
+
+
+def _runs_systematically(code: ErasureCode, options: CodedOptions) -> bool:
+    """Whether a driver-layout product runs its data blocks as plain products first
+    (`dask_polar.array._systematic`): every data block is a coded block as it is, and the
+    results come back to the driver (an executor that keeps them remotely, such as the
+    Lambda executor's ``decode="function"``, decodes pre-encoded blocks)."""
+    if getattr(options.executor, "remote_results", None) is not None:
+        if getattr(options.executor, "decode", None) != "client":
+            return False
+    return SystematicLayout.of(code) is not None
+
+
+def _systematic_driver_layer(
+    a_keys: list[list[Any]], rhs_key: Any, row_chunks: tuple[int, ...],
+    col_chunks: tuple[int, ...], dtype: np.dtype, code: ErasureCode, faults: FaultPlan | None,
+    options: CodedOptions, out_name: str, token: str, *, cast: bool, inner: int,
+) -> dict[Any, Task]:
+    """The driver layout of a systematic code: the data blocks (no encode, no statistics),
+    one driving task (`drive_systematic`) and the output blocks cut from its result."""
+    work = work_dtype(dtype)
+    layer, data_keys = data_block_layer(a_keys, row_chunks, token, work if cast else None)
+    spec = SystematicJobSpec(
+        token=token, code=code, data_keys=data_keys, rhs_key=rhs_key,
+        block_rows=max(row_chunks), inner=inner, dtype=work, faults=faults,
+        retries=options.retries, backup=options.backup, timeout=options.timeout,
+        local_workers=options.local_workers, panel_rows=options.panel_rows,
+        executor=options.executor,
+    )
+    decode_key = f"polar-decode-{token}"
+    layer[decode_key] = Task(
+        decode_key, drive_systematic, spec, TaskRef(rhs_key), *map(TaskRef, data_keys)
+    )
+    col_bounds = np.concatenate([[0], np.cumsum(col_chunks)]).tolist()
+    for i, rows in enumerate(row_chunks):
+        for c in range(len(col_chunks)):
+            key = (out_name, i, c)
+            layer[key] = Task(
+                key, _tasks.take_block, TaskRef(decode_key), i, rows, col_bounds[c],
+                col_bounds[c + 1], dtype,
+            )
+    return layer
 
 
 def _optimize_keeping_annotations(dsk: Any, keys: Any, **kwargs: Any) -> Any:

@@ -1,6 +1,7 @@
 """Where coded tasks run, and the one early-completion loop they all share.
 
-A *backend* is a small adapter with ``submit(fn, *args) -> concurrent.futures.Future``,
+A *backend* is a small adapter with ``submit(fn, *args, key=, background=) ->
+concurrent.futures.Future`` (``background``: a low-priority task, e.g. parity),
 ``cancel(futures)``, ``cancel_flag()`` (an object with ``set``, ``is_set`` and
 ``wait(timeout)`` that work tasks poll to stop early) and ``reference(key, value)`` (how a
 work task receives a block the driver already holds); optionally ``remote_results(code,

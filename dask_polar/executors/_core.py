@@ -12,7 +12,7 @@ import concurrent.futures as cf
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,6 +41,9 @@ class WorkOutcome:
     cancelled: bool = False
     attempts: int = 1
     error: BaseException | None = None
+    #: What else the task learnt that the decode may need (a parity task: the magnitude
+    #: statistics of the data blocks it read), or None.
+    side: Any = None
 
     @property
     def status(self) -> str:
@@ -100,6 +103,8 @@ def run_early_completion(
     retries: int = 2,
     backup: float | None = None,
     timeout: float | None = None,
+    background: Collection[int] = (),
+    decoder: Any = None,
 ) -> np.ndarray:
     """Run the coded tasks and decode from the first decodable set of results.
 
@@ -130,6 +135,15 @@ def run_early_completion(
     timeout : float, optional
         Seconds from the job's start to collect a decodable set; then every pending task is
         cancelled and `CodedJobTimeout` raised. None: wait as long as it takes.
+    background : collection of int
+        Tasks submitted after the others and at low priority (``backend.submit(...,
+        background=True)``): a systematic code's parity, which is only needed when a
+        systematic task is late, so it runs in the gaps.
+    decoder : optional
+        What collects the results and decodes them, with `IncrementalDecoder`'s interface
+        (``decodable``, ``received``, ``mask``, ``add``, ``update``, ``result``) and an
+        optional ``side(index, info)`` for a `WorkOutcome`'s ``side``; default
+        ``code.decoder()``.
 
     Returns
     -------
@@ -162,7 +176,7 @@ def run_early_completion(
         remote_results = getattr(backend, "remote_results", None)
         remote = None if remote_results is None else remote_results(code, flag, result_shape, dtype)
         if remote is None:
-            decoder: Any = code.decoder()
+            decoder = code.decoder() if decoder is None else decoder
             kind: type = np.ndarray
         else:  # results stay where they ran until decoded there: release them at the end
             job_scope.callback(remote.close)
@@ -187,7 +201,9 @@ def run_early_completion(
             task.status = "pending"
             task.submitted = time.time() - t0
             first_submitted.setdefault(j, task.submitted)
-            pending[backend.submit(fn, *args, key=key)] = j
+            # only low-priority tasks name it: a backend without priorities need not know
+            extra = {"background": True} if j in background else {}
+            pending[backend.submit(fn, *args, key=key, **extra)] = j
 
         def retry() -> bool:
             """Re-submit the failed tasks that have retries left; False if there are none."""
@@ -206,9 +222,10 @@ def run_early_completion(
             reachable[list(set(pending.values()))] = True
             return not code.decodable(reachable)
 
-        for j in code.launch_order():
-            if tasks[j].status != "zero":
-                launch(int(j))
+        background = frozenset(int(j) for j in background)
+        order = [int(j) for j in code.launch_order() if tasks[j].status != "zero"]
+        for j in sorted(order, key=lambda j: j in background):  # stable: keeps the order
+            launch(j)
         notify("on_start", record)
         failed = False
         try:
@@ -263,6 +280,8 @@ def run_early_completion(
                     durations.append(task.finished - first_submitted[j])
                     notify("on_result", record, task)
                     arrived[j] = outcome.value
+                    if outcome.side is not None and hasattr(decoder, "side"):
+                        decoder.side(j, outcome.side)
                 # one decodability check per burst of arrivals (the full-rank check costs ms)
                 if arrived and decoder.update(arrived):
                     record.decodable_at = time.time() - t0

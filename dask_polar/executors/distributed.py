@@ -46,8 +46,13 @@ class DistributedBackend:
             finally:
                 backend.close()
 
-    def submit(self, fn: Callable[..., Any], *args: Any, key: Any = None) -> cf.Future:
-        remote = self.client.submit(fn, *args, pure=False, key=key)
+    def submit(
+        self, fn: Callable[..., Any], *args: Any, key: Any = None, background: bool = False
+    ) -> cf.Future:
+        """Submit ``fn(*args)`` as a cluster task; ``background`` tasks (parity) get a lower
+        scheduler priority, so workers run them only when nothing else is ready."""
+        priority = -1 if background else 0
+        remote = self.client.submit(fn, *args, pure=False, key=key, priority=priority)
         local: cf.Future = cf.Future()
         local.set_running_or_notify_cancel()
         with self._lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +27,11 @@ class ExecutorBackend:
         self.executor = executor
         self.name = name or type(executor).__name__
 
-    def submit(self, fn: Callable[..., Any], *args: Any, key: Any = None) -> cf.Future:
+    def submit(
+        self, fn: Callable[..., Any], *args: Any, key: Any = None, background: bool = False
+    ) -> cf.Future:
+        """Run ``fn(*args)``; ``background`` tasks (parity) are only submitted after the
+        others, which is all the priority a plain executor offers."""
         return self.executor.submit(fn, *args)
 
     def cancel(self, futures: list[cf.Future]) -> None:
@@ -108,17 +113,46 @@ class _SingleThreadedBLAS:
 _BLAS = _SingleThreadedBLAS()
 
 
+def _lower_priority() -> None:
+    """Give the calling thread the lowest CPU priority (Linux: ``nice`` is per thread).
+
+    It is irreversible without privileges, so only threads of the background pool call it;
+    elsewhere (macOS, Windows: per process) the background pool runs at normal priority.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
 class ThreadBackend(ExecutorBackend):
     """A thread pool of ``max_workers`` threads, one per simulated worker.
 
-    While a job runs on it, BLAS runs one thread per call in this process when the pool has
-    at least as many threads as there are cores (see `_SingleThreadedBLAS`).
+    ``background`` tasks (a systematic code's parity) run in a second pool of as many
+    threads at the lowest CPU priority: they use the cores only while the others wait, so
+    parity costs (almost) nothing when no task straggles and runs at full speed in the
+    gaps a straggler leaves. While a job runs, BLAS runs one thread per call in this
+    process when the pool has at least as many threads as there are cores (see
+    `_SingleThreadedBLAS`).
     """
 
     def __init__(self, max_workers: int) -> None:
         pool = cf.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dask-polar")
         super().__init__(pool, name="threads")
+        self._max_workers = max_workers
+        self._background: cf.ThreadPoolExecutor | None = None
         self._limits_blas = max_workers >= (os.cpu_count() or 1)
+
+    def submit(
+        self, fn: Callable[..., Any], *args: Any, key: Any = None, background: bool = False
+    ) -> cf.Future:
+        if not background:
+            return self.executor.submit(fn, *args)
+        if self._background is None:
+            self._background = cf.ThreadPoolExecutor(
+                max_workers=self._max_workers, thread_name_prefix="dask-polar-parity",
+                initializer=_lower_priority,
+            )
+        return self._background.submit(fn, *args)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -135,6 +169,8 @@ class ThreadBackend(ExecutorBackend):
     def close(self) -> None:
         # stragglers see the cancel flag and return soon; don't wait for them
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self._background is not None:
+            self._background.shutdown(wait=False, cancel_futures=True)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,243 @@
+"""Systematic codes in the driver layout: plain products first, parity in the gaps.
+
+A systematic code's data positions hold ``A``'s row blocks as they are, so their work
+tasks are the plain products ``A_i @ B``: no encode before them and no statistics pass
+over ``A``. Each parity task sums the few data blocks its generator row names (its own
+encode, inside the task) and multiplies; parity is submitted after the data tasks and at
+low priority (`run_early_completion`'s ``background``), so it only uses cores that the
+data tasks leave idle. When every data block's own result arrives, nothing is decoded.
+
+Parity sums must not let one block's large rows swamp another's digits, so every row of
+every block is brought to one magnitude by a power of two (`row_normalizers`) that
+depends on the block and ``B`` alone: each parity task computes the factors of the
+blocks it reads and reports them (`WorkOutcome.side`), and the decode, when it is needed,
+scales the plain results it uses by the same factors. Blocks with a NaN or infinity are
+left out of the parity; when such a block's own result is late, its product is computed
+again directly (numpy's NaN/inf pattern), as is every late block when ``B`` is not finite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..codes import ErasureCode
+from ..executors import WorkOutcome, open_backend, run_early_completion
+from ..executors.cooperative import CooperativeTask
+from ..stragglers.faults import FaultPlan
+from ._scaling import block_stats, row_normalizers, row_target
+from ._tasks import coded_product, job_record, panel_product
+
+__all__ = ["SystematicLayout", "SystematicResults", "drive_systematic", "parity_product"]
+
+
+@dataclass(frozen=True)
+class SystematicLayout:
+    """Where a code's data blocks are, as they are, and what each parity position sums.
+
+    Attributes
+    ----------
+    plain : dict of int -> int
+        Coded position -> the data block it is (a unit row of the generator).
+    parity : dict of int -> (numpy.ndarray, tuple of int)
+        Coded position -> its coefficients and the data blocks they multiply.
+    zero : tuple of int
+        Positions whose generator row is zero (their results are known: zeros).
+    """
+
+    plain: dict[int, int]
+    parity: dict[int, tuple[np.ndarray, tuple[int, ...]]]
+    zero: tuple[int, ...]
+
+    @classmethod
+    def of(cls, code: ErasureCode) -> SystematicLayout | None:
+        """The layout of ``code``; None if some data block is at no position as it is."""
+        plain: dict[int, int] = {}
+        parity: dict[int, tuple[np.ndarray, tuple[int, ...]]] = {}
+        zero: list[int] = []
+        for j, row in enumerate(code.generator):
+            used = np.flatnonzero(row)
+            if used.size == 1 and row[used[0]] == 1:
+                plain[j] = int(used[0])
+            elif used.size:
+                parity[j] = (row[used].copy(), tuple(int(i) for i in used))
+            else:
+                zero.append(j)
+        if len(set(plain.values())) < code.k:
+            return None
+        return cls(plain, parity, tuple(zero))
+
+
+def parity_product(
+    coefficients: np.ndarray, sources: tuple[int, ...], target_args: tuple[int, int],
+    b: np.ndarray, flag: Any, faults: FaultPlan | None, index: int, attempt: int,
+    panel_rows: int | None, *blocks: np.ndarray,
+) -> WorkOutcome:
+    """Parity task ``index``: ``(sum_t coefficients[t] D_t A_{sources[t]}) @ b``.
+
+    ``D_t`` are the blocks' row factors (`row_normalizers`, to the exponent `row_target`
+    gives for ``target_args = (n, inner)`` and ``b``); blocks that are not finite are
+    left out. The outcome's ``side`` maps each source to its ``(factors, finite)``.
+    """
+    task = CooperativeTask(flag)
+    if task.inject(faults, index, attempt):
+        return task.stopped()
+    n, inner = target_args
+    like = blocks[0]
+    target = row_target(like.dtype, n, inner, block_stats(b)[0])
+    side: dict[int, tuple[np.ndarray | None, bool]] = {}
+    x: np.ndarray | None = None
+    for coefficient, source, block in zip(coefficients, sources, blocks):
+        if task.cancelled():
+            return task.stopped()
+        factors, finite = side[source] = row_normalizers(block, target)
+        if not finite:
+            continue
+        scale = np.asarray(coefficient) if factors is None else (factors * coefficient)[:, None]
+        term = block * scale.astype(block.dtype)
+        if x is None:
+            x = term
+        else:
+            x += term
+    outcome = panel_product(task, np.zeros_like(like) if x is None else x, b, panel_rows)
+    outcome.side = side
+    return outcome
+
+
+class SystematicResults:
+    """The decoder of a systematic job (`IncrementalDecoder`'s interface).
+
+    Decodability is followed from the indices alone (`DecodabilityTracker`). `result`
+    returns the ``k`` data blocks' products: the plain results as they are, and only the
+    data blocks whose own result did not arrive decoded, from the scaled plain results and
+    the parity results (see the module docstring).
+    """
+
+    def __init__(
+        self, code: ErasureCode, layout: SystematicLayout, blocks: list[np.ndarray],
+        b: np.ndarray, dtype: np.dtype, inner: int,
+    ) -> None:
+        self._code, self._layout = code, layout
+        self._tracker = code.tracker()
+        self._blocks, self._b, self._dtype, self._inner = blocks, b, np.dtype(dtype), inner
+        self._values: dict[int, np.ndarray] = {}
+        self._factors: dict[int, tuple[np.ndarray | None, bool]] = {}
+
+    decodable = property(lambda self: self._tracker.decodable)
+    received = property(lambda self: self._tracker.received)
+    mask = property(lambda self: self._tracker.mask)
+
+    def add(self, index: int, value: np.ndarray) -> bool:
+        return self.update({index: value})
+
+    def update(self, results: Mapping[int, np.ndarray]) -> bool:
+        for index, value in results.items():
+            self._values.setdefault(int(index), value)
+        return self._tracker.update(results)
+
+    def side(self, index: int, factors: Mapping[int, tuple[np.ndarray | None, bool]]) -> None:
+        """A parity task's row factors of the blocks it read."""
+        self._factors.update(factors)
+
+    def result(self) -> list[np.ndarray]:
+        """The ``k`` data blocks' products (each ``(block_rows, q)``), in data block order."""
+        used = self._tracker.used
+        if used is None:
+            raise self._tracker.not_decodable()
+        k, plain = self._code.k, self._layout.plain
+        out: list[np.ndarray | None] = [None] * k
+        for j, value in self._values.items():
+            if j in plain and out[plain[j]] is None:
+                out[plain[j]] = value
+        missing = [i for i, value in enumerate(out) if value is None]
+        if not missing:  # every data block's own product arrived: nothing to decode
+            return out  # type: ignore[return-value]
+        b_exponents, b_finite = block_stats(self._b)
+        if not b_finite:  # the parity is of no use; numpy's NaN/inf pattern, directly
+            return self._direct(out, missing)
+        target = row_target(self._dtype, self._code.n, self._inner, b_exponents)
+        for i in range(k):
+            if i not in self._factors:  # not read by an arrived parity task: measure here
+                self._factors[i] = row_normalizers(self._blocks[i], target)
+        lost = [i for i in missing if not self._factors[i][1]]
+        missing = [i for i in missing if self._factors[i][1]]
+        if missing:
+            scaled: dict[int, np.ndarray] = {}
+            for j in np.flatnonzero(used):
+                value = self._values[int(j)]
+                if j in plain:
+                    factors, finite = self._factors[plain[j]]
+                    if not finite:  # left out of the parity: a zero block in the code
+                        value = np.zeros_like(value)
+                    elif factors is not None:
+                        value = value * factors[:, None].astype(value.dtype)
+                scaled[int(j)] = value
+            decoded = self._code.decode(scaled)
+            for i in missing:
+                factors = self._factors[i][0]
+                value = decoded[i]
+                out[i] = value if factors is None else value / factors[:, None].astype(value.dtype)
+        return self._direct(out, lost)
+
+    def _direct(self, out: list[np.ndarray | None], blocks: list[int]) -> list[np.ndarray]:
+        """``out`` with the products of ``blocks`` computed here."""
+        for i in blocks:
+            out[i] = (self._blocks[i] @ self._b).astype(self._dtype, copy=False)
+        return out  # type: ignore[return-value]
+
+
+@dataclass
+class SystematicJobSpec:
+    """Everything `drive_systematic` needs, shipped inside the graph (must pickle)."""
+
+    token: str
+    code: ErasureCode
+    data_keys: list[Any]
+    rhs_key: Any
+    block_rows: int
+    inner: int
+    dtype: np.dtype
+    faults: FaultPlan | None
+    retries: int
+    backup: float | None
+    timeout: float | None
+    local_workers: int | None
+    panel_rows: int | None
+    executor: Any = None
+
+
+def drive_systematic(spec: SystematicJobSpec, b: np.ndarray, *blocks: np.ndarray) -> list[np.ndarray]:
+    """The driving task of a systematic code's product: run it where the graph runs.
+
+    Returns the ``k`` data blocks' products, each ``(block_rows, q)`` in the work dtype.
+    """
+    code = spec.code
+    layout = SystematicLayout.of(code)
+    assert layout is not None, "drive_systematic needs a systematic code"
+    result_shape = (spec.block_rows, b.shape[1])
+    zero = np.zeros(result_shape, dtype=spec.dtype)
+    with open_backend(spec.executor, spec.local_workers or code.n) as backend:
+        refs = [backend.reference(key, block) for key, block in zip(spec.data_keys, blocks)]
+        rhs = backend.reference(spec.rhs_key, b)
+
+        def make_task(j: int, attempt: int, flag: Any):
+            if j in layout.plain:
+                return coded_product, (
+                    refs[layout.plain[j]], rhs, flag, spec.faults, j, attempt, spec.panel_rows,
+                )
+            coefficients, sources = layout.parity[j]
+            return parity_product, (
+                coefficients, sources, (code.n, spec.inner), rhs, flag, spec.faults, j,
+                attempt, spec.panel_rows, *(refs[i] for i in sources),
+            )
+
+        return run_early_completion(
+            code, backend, make_task, record=job_record(code, backend, spec.token, spec.faults),
+            result_shape=result_shape, dtype=spec.dtype,
+            known=dict.fromkeys(layout.zero, zero), retries=spec.retries, backup=spec.backup,
+            timeout=spec.timeout, background=layout.parity,
+            decoder=SystematicResults(code, layout, list(blocks), b, spec.dtype, spec.inner),
+        )
