@@ -47,6 +47,7 @@ CATEGORIES = {
     "used": "#2ca02c",  # in the decoder at the decodable moment
     "arrived": "#1f77b4",  # arrived, job not decodable yet
     "zero": "#a1d99b",  # identically zero coded block: known without a task
+    "skipped": "#e0e0e0",  # background (parity) task never launched: not needed
     "running": "#ff7f0e",
     "failed": "#d62728",
     "cancelled": "#9e9e9e",  # outstanding at the decodable moment
@@ -237,8 +238,8 @@ def _task_bars(job: TrackedJob, now: float) -> dict[str, list[Any]]:
     }
     for t in record.tasks:
         left = t.submitted or 0.0
-        if t.status == "zero":
-            category, right = "zero", 0.0
+        if t.status in ("zero", "skipped"):
+            category, right = t.status, left
         elif t.status == "done":
             category = "used" if t.index in used else "arrived"
             right = t.finished if t.finished is not None else now

@@ -38,7 +38,9 @@ class TaskRecord:
     """One coded task: times are seconds since the job started.
 
     ``status`` is one of ``"pending"``, ``"done"``, ``"failed"``, ``"cancelled"``, ``"zero"``
-    (a coded block that is identically zero: its result is known without work).
+    (a coded block that is identically zero: its result is known without work) or
+    ``"skipped"`` (a background task, such as a systematic code's parity, that the job
+    never needed to launch).
     """
 
     index: int

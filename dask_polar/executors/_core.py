@@ -136,9 +136,12 @@ def run_early_completion(
         Seconds from the job's start to collect a decodable set; then every pending task is
         cancelled and `CodedJobTimeout` raised. None: wait as long as it takes.
     background : collection of int
-        Tasks submitted after the others and at low priority (``backend.submit(...,
-        background=True)``): a systematic code's parity, which is only needed when a
-        systematic task is late, so it runs in the gaps.
+        Tasks needed only when others are late or fail (a systematic code's parity): they
+        are submitted after the others and at low priority (``backend.submit(...,
+        background=True)``). A backend that measures its spare cores (``idle_cores()``,
+        the thread pool) gets them only once a gap shows (`GAP_CORES` idle over
+        `GAP_WINDOWS` measuring windows), a task fails, or nothing else is pending: so they
+        cost nothing when no task straggles.
     decoder : optional
         What collects the results and decodes them, with `IncrementalDecoder`'s interface
         (``decodable``, ``received``, ``mask``, ``add``, ``update``, ``result``) and an
@@ -205,6 +208,14 @@ def run_early_completion(
             extra = {"background": True} if j in background else {}
             pending[backend.submit(fn, *args, key=key, **extra)] = j
 
+        def release(deferred: list[int]) -> None:
+            """Launch the deferred (background) tasks, at low priority."""
+            if deferred:
+                logger.debug("job %s: launching %d background tasks", record.token, len(deferred))
+            for j in deferred:
+                launch(j)
+            deferred.clear()
+
         def retry() -> bool:
             """Re-submit the failed tasks that have retries left; False if there are none."""
             again = [j for j in errors if tasks[j].attempts <= retries]
@@ -217,24 +228,33 @@ def run_early_completion(
             return bool(again)
 
         def hopeless() -> bool:
-            """Whether the received and still-pending results together are not decodable."""
+            """Whether the received, still-pending and deferred results together are not
+            decodable."""
             reachable = decoder.mask
-            reachable[list(set(pending.values()))] = True
+            reachable[list(set(pending.values()) | set(deferred))] = True
             return not code.decodable(reachable)
 
         background = frozenset(int(j) for j in background)
         order = [int(j) for j in code.launch_order() if tasks[j].status != "zero"]
-        for j in sorted(order, key=lambda j: j in background):  # stable: keeps the order
+        foreground = [j for j in order if j not in background]
+        deferred = [j for j in order if j in background]
+        for j in foreground:
             launch(j)
+        idle_cores = getattr(backend, "idle_cores", None)
+        gap = None if idle_cores is None else _Gaps(idle_cores)
+        if gap is None:  # no gaps to measure: the background goes now, after the rest
+            release(deferred)
         notify("on_start", record)
         failed = False
         try:
             while not decoder.decodable:
+                if not pending and deferred:
+                    release(deferred)
                 if not pending and not retry():
                     raise CodedJobError(
                         record.token, errors, decoder.received, code.k
                     ) from _first_cause(causes)
-                tick = None if backup is None else 0.01
+                tick = None if backup is None and not deferred else 0.01
                 if deadline is not None:
                     left = deadline - time.monotonic()
                     if left <= 0:  # the finally clause cancels what is still pending
@@ -288,6 +308,10 @@ def run_early_completion(
                 # re-run failed tasks once the rest cannot decode without them, not once every
                 # task has ended: a hung task would hold the retries forever. Only a failure
                 # shrinks the reachable set, so only then is the check (a few ms) worth it.
+                # a failure, or idle cores: the foreground is stuck (blocked, failed, slow
+                # on a core of its own while the others are done) and the background helps
+                if deferred and not decoder.decodable and (lost or (gap is not None and gap())):
+                    release(deferred)
                 if lost and not decoder.decodable and hopeless():
                     retry()
                 if backup is not None and not decoder.decodable:
@@ -311,6 +335,8 @@ def run_early_completion(
             record.cancelled = sorted({j for j in pending.values() if tasks[j].status != "done"})
             for j in record.cancelled:
                 tasks[j].status = "cancelled"
+            for j in deferred:
+                tasks[j].status = "skipped"
             if failed:  # a failed job ends too (decoded_at None): observers must not wait on it
                 remember(record)
                 notify("on_finish", record)
@@ -325,6 +351,30 @@ def run_early_completion(
         remember(record)
         notify("on_finish", record)
         return result
+
+
+#: Idle cores that show a gap for background tasks: foreground tasks are blocked (in I/O,
+#: in a C call, in an injected delay, on a paused worker) or done while others are not.
+GAP_CORES = 0.75
+#: Consecutive measuring windows (20 ms each on the thread pool) that must show the gap:
+#: tasks that are still starting up look idle for a moment.
+GAP_WINDOWS = 2
+
+
+class _Gaps:
+    """Whether the backend's cores were left idle (`GAP_CORES`) over `GAP_WINDOWS`
+    consecutive measuring windows (``backend.idle_cores()``, None while a window lasts)."""
+
+    def __init__(self, idle_cores: Callable[[], float | None]) -> None:
+        self._idle_cores = idle_cores
+        self._streak = 0
+        idle_cores()  # the first window starts now
+
+    def __call__(self) -> bool:
+        idle = self._idle_cores()
+        if idle is not None:
+            self._streak = self._streak + 1 if idle >= GAP_CORES else 0
+        return self._streak >= GAP_WINDOWS
 
 
 def _first_cause(causes: Mapping[int, BaseException]) -> BaseException | None:

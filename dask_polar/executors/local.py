@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,8 +29,8 @@ class ExecutorBackend:
     def submit(
         self, fn: Callable[..., Any], *args: Any, key: Any = None, background: bool = False
     ) -> cf.Future:
-        """Run ``fn(*args)``; ``background`` tasks (parity) are only submitted after the
-        others, which is all the priority a plain executor offers."""
+        """Run ``fn(*args)``. ``background`` (a low-priority task) changes nothing here: the
+        loop submits such tasks after the others, all the priority an executor offers."""
         return self.executor.submit(fn, *args)
 
     def cancel(self, futures: list[cf.Future]) -> None:
@@ -80,6 +79,23 @@ class _Unreachable:
         return False
 
 
+def _idle_seconds() -> float:
+    """Idle CPU seconds of the machine since boot, all cores (psutil, a distributed
+    dependency: ``/proc/stat`` on Linux)."""
+    import psutil
+
+    times = psutil.cpu_times()
+    return times.idle + getattr(times, "iowait", 0.0)
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        return os.cpu_count() or 1
+
+
 class _SingleThreadedBLAS:
     """Reference-counted ``threadpoolctl`` limit of BLAS to one thread per call.
 
@@ -113,46 +129,32 @@ class _SingleThreadedBLAS:
 _BLAS = _SingleThreadedBLAS()
 
 
-def _lower_priority() -> None:
-    """Give the calling thread the lowest CPU priority (Linux: ``nice`` is per thread).
-
-    It is irreversible without privileges, so only threads of the background pool call it;
-    elsewhere (macOS, Windows: per process) the background pool runs at normal priority.
-    """
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-
-
 class ThreadBackend(ExecutorBackend):
     """A thread pool of ``max_workers`` threads, one per simulated worker.
 
-    ``background`` tasks (a systematic code's parity) run in a second pool of as many
-    threads at the lowest CPU priority: they use the cores only while the others wait, so
-    parity costs (almost) nothing when no task straggles and runs at full speed in the
-    gaps a straggler leaves. While a job runs, BLAS runs one thread per call in this
-    process when the pool has at least as many threads as there are cores (see
-    `_SingleThreadedBLAS`).
+    It measures its spare cores (`idle_cores`), so that a systematic code's parity is
+    launched into the gaps that blocked or slow tasks leave. While a job runs, BLAS runs one
+    thread per call in this process when the pool has at least as many threads as there
+    are cores (see `_SingleThreadedBLAS`).
     """
 
     def __init__(self, max_workers: int) -> None:
         pool = cf.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dask-polar")
         super().__init__(pool, name="threads")
-        self._max_workers = max_workers
-        self._background: cf.ThreadPoolExecutor | None = None
-        self._limits_blas = max_workers >= (os.cpu_count() or 1)
+        self._limits_blas = max_workers >= _cores()
+        self._last = (time.monotonic(), _idle_seconds())
 
-    def submit(
-        self, fn: Callable[..., Any], *args: Any, key: Any = None, background: bool = False
-    ) -> cf.Future:
-        if not background:
-            return self.executor.submit(fn, *args)
-        if self._background is None:
-            self._background = cf.ThreadPoolExecutor(
-                max_workers=self._max_workers, thread_name_prefix="dask-polar-parity",
-                initializer=_lower_priority,
-            )
-        return self._background.submit(fn, *args)
+    def idle_cores(self, window: float = 0.02) -> float | None:
+        """Cores the machine left idle over the current measuring window, once it has
+        lasted ``window`` seconds (then a new one starts); None before that. The room for
+        low-priority work: the whole machine counts (other processes' load is no room)."""
+        now = (time.monotonic(), _idle_seconds())
+        wall, idle = self._last
+        elapsed = now[0] - wall
+        if elapsed < window:
+            return None
+        self._last = now
+        return max(0.0, (now[1] - idle) / elapsed)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -169,8 +171,6 @@ class ThreadBackend(ExecutorBackend):
     def close(self) -> None:
         # stragglers see the cancel flag and return soon; don't wait for them
         self.executor.shutdown(wait=False, cancel_futures=True)
-        if self._background is not None:
-            self._background.shutdown(wait=False, cancel_futures=True)
 
 
 @contextlib.contextmanager
