@@ -6,7 +6,7 @@ What is measured (issue 19; DESIGN.md section 4: ratios measured side by side in
   (``A`` (64 k) x 512, ``B`` 512 x 512); ``A`` in ``k`` row blocks, float64, in memory.
 * Two rates: ``k / n = 1/2`` (k = 32) and ``3/4`` (k = 48), n = 64.
 * Four straggler cells: none, ``Bimodal`` with 5 % and 20 % of tasks 15x slower, and a
-  ``ShiftedExponential``, all with a base of 50 ms per task spent **blocked** in
+  ``ShiftedExponential``, all with a base of 100 ms per task spent **blocked** in
   ``time.sleep`` (``Faults(mode="block")``): real stragglers, which poll nothing.
 * Seven methods: plain Dask (``A @ B``; with stragglers, a ``map_blocks`` that sleeps its
   block's delay, on ``k`` threads so that each block has its worker, as the coded methods
@@ -43,7 +43,7 @@ SEED = 20_261_203
 N = 64
 RATES = {"1/2": 32, "3/4": 48}  # rate -> k
 PRODUCTS = {"thin": (256, 1024, 64), "square": (64, 512, 512)}  # rows per block, p, q
-BASE = 0.05
+BASE = 0.1
 
 
 def _cells() -> dict[str, Any]:

@@ -136,7 +136,9 @@ class TestThreads:
         out, elapsed = run(a, b, stragglers=blocking(stuck))
         np.testing.assert_allclose(out, a @ b, atol=1e-10)
         assert elapsed < BLOCK / 3
-        assert set(stuck) <= set(dask_polar.last_job().cancelled)
+        # cancelled, or (a systematic code's parity) never launched: never waited for
+        record = dask_polar.last_job()
+        assert {record.tasks[j].status for j in stuck} <= {"cancelled", "skipped"}
 
     def test_a_task_that_always_fails_is_an_erasure(self):
         a, b = problem()

@@ -112,6 +112,10 @@ def test_numpy_and_list_inputs_compose_downstream():
 def test_task_keys_show_the_structure():
     A, B = rand((64, 8), (8, 8)), rand((8, 4), (8, 4))
     prefixes = {dask.utils.key_split(key) for key in coded_matmul(A, B).__dask_graph__()}
+    # systematic by default in the driver layout: the parity tasks encode their own blocks
+    assert {"polar-decode", "coded-matmul"} <= prefixes and "polar-encode" not in prefixes
+    graph = coded_matmul(A, B, systematic=False).__dask_graph__()
+    prefixes = {dask.utils.key_split(key) for key in graph}
     assert {"polar-encode", "polar-decode", "coded-matmul"} <= prefixes
 
 
@@ -126,9 +130,9 @@ def test_job_record():
     coded_matmul(A, B, n=16).compute()
     record = dask_polar.last_job()
     assert record.n == 16 and record.k == 8 and record.backend == "threads"
-    assert record.code == "<PolarCode n=16 k=8>" and len(record.info_set) == 8
+    assert record.code == "<PolarCode n=16 k=8 systematic>" and len(record.info_set) == 8
     assert record.decodable_at <= record.decoded_at
-    assert PolarCode(16, 8).decodable(record.used)
+    assert PolarCode(16, 8, systematic=True).decodable(record.used)
     done = {t.index for t in record.tasks if t.status in ("done", "zero")}
     assert set(record.used) <= done
     assert all(t.finished >= t.started >= 0 for t in record.tasks if t.status == "done")
@@ -138,15 +142,16 @@ class TestEarlyCompletion:
     def test_coded_job_does_not_wait_for_a_straggler(self):
         A, B = rand((64, 8), (8, 8)), rand((8, 4), (8, 4))
         delays = np.full(16, 0.05)
-        delays[5] = 30.0
+        straggler = int(PolarCode(16, 8).info_set[2])  # a data block's own task
+        delays[straggler] = 30.0
         start = time.perf_counter()
         out = coded_matmul(A, B, n=16, stragglers=delays).compute()
         elapsed = time.perf_counter() - start
         np.testing.assert_allclose(out, A.compute() @ B.compute(), atol=1e-10)
         assert elapsed < 10.0  # the straggler would take 30 s
         record = dask_polar.last_job()
-        assert 5 in record.cancelled and 5 not in record.used
-        assert record.tasks[5].status == "cancelled"
+        assert straggler in record.cancelled and straggler not in record.used
+        assert record.tasks[straggler].status == "cancelled"
         # the cancelled straggler stops waiting: a second job is not held up by it
         start = time.perf_counter()
         coded_matmul(A, B, n=16, stragglers=np.full(16, 0.05)).compute()

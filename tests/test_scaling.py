@@ -154,11 +154,19 @@ def test_mixed_magnitudes_keep_each_rows_digits(code, magnitude, far):
     a[far] *= magnitude
     exact = a.astype(np.longdouble) @ b.astype(np.longdouble)
     out, uncoded = coded(a, b, code), a @ b
+    factor = 100.0
+    if code == "mds":
+        # a real-valued MDS code's decode amplifies errors by the condition number of the
+        # generator rows it used (hundreds at n = 32 for exactly k results; the 0/1/-1
+        # codes stay near 1): that is the code, not the scaling this test is about
+        record = dask_polar.last_job()
+        the_code = dask_polar.array.matmul.make_code("mds", 16, n=32)
+        factor *= np.linalg.cond(the_code.generator[record.used])
     for r in range(128):
         scale = np.linalg.norm(exact[r].astype(np.float64))
         err = np.linalg.norm((out[r] - exact[r]).astype(np.float64)) / scale
         base = np.linalg.norm((uncoded[r] - exact[r]).astype(np.float64)) / scale
-        assert err <= 100 * max(base, np.finfo(np.float64).eps), (r, err, base)
+        assert err <= factor * max(base, np.finfo(np.float64).eps), (r, err, base)
 
 
 def test_the_rewrite_gives_numpys_nan_pattern():

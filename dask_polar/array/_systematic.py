@@ -19,6 +19,7 @@ again directly (numpy's NaN/inf pattern), as is every late block when ``B`` is n
 from __future__ import annotations
 
 from collections.abc import Mapping
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,10 @@ from ..stragglers.faults import FaultPlan
 from ._scaling import block_stats, row_normalizers, row_target
 from ._tasks import coded_product, job_record, panel_product
 
-__all__ = ["SystematicLayout", "SystematicResults", "drive_systematic", "parity_product"]
+__all__ = [
+    "RowFactors", "SystematicJobSpec", "SystematicLayout", "SystematicResults", "drive_systematic",
+    "parity_product",
+]
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,10 @@ class SystematicLayout:
     parity: dict[int, tuple[np.ndarray, tuple[int, ...]]]
     zero: tuple[int, ...]
 
+    def cheapest_parity(self) -> list[int]:
+        """The parity positions by the number of blocks they sum (their encode's cost)."""
+        return sorted(self.parity, key=lambda j: (len(self.parity[j][1]), j))
+
     @classmethod
     def of(cls, code: ErasureCode) -> SystematicLayout | None:
         """The layout of ``code``; None if some data block is at no position as it is."""
@@ -71,29 +79,64 @@ class SystematicLayout:
         return cls(plain, parity, tuple(zero))
 
 
+class RowFactors:
+    """One job's row factors per data block (`row_normalizers`), computed once by whichever
+    task reads the block first: the parity tasks and the decode of a job on threads share
+    it. A copy sent to another process starts empty (the factors are cheap to recompute,
+    and each task reports the ones it computed, `WorkOutcome.side`)."""
+
+    def __init__(self, n: int, inner: int) -> None:
+        self.n, self.inner = n, inner
+        self._factors: dict[int, tuple[np.ndarray | None, bool]] = {}
+        self._targets: dict[Any, int] = {}
+        self._lock = threading.Lock()
+
+    def __reduce__(self) -> tuple:
+        return RowFactors, (self.n, self.inner)
+
+    def target(self, dtype: np.dtype, b: np.ndarray) -> int:
+        """The exponent every row is brought to (`row_target`), from ``B`` once per job."""
+        key = np.dtype(dtype).str
+        if key not in self._targets:
+            self._targets[key] = row_target(dtype, self.n, self.inner, block_stats(b)[0])
+        return self._targets[key]
+
+    def get(self, index: int, block: np.ndarray, b: np.ndarray) -> tuple[np.ndarray | None, bool]:
+        """Data block ``index``'s ``(factors, finite)``."""
+        found = self._factors.get(index)
+        if found is None:
+            found = row_normalizers(block, self.target(block.dtype, b))
+            with self._lock:
+                found = self._factors.setdefault(index, found)
+        return found
+
+    def update(self, known: Mapping[int, tuple[np.ndarray | None, bool]]) -> None:
+        """Factors another task computed (a parity task's ``side``)."""
+        with self._lock:
+            for index, value in known.items():
+                self._factors.setdefault(index, value)
+
+
 def parity_product(
-    coefficients: np.ndarray, sources: tuple[int, ...], target_args: tuple[int, int],
+    coefficients: np.ndarray, sources: tuple[int, ...], factors_of: RowFactors,
     b: np.ndarray, flag: Any, faults: FaultPlan | None, index: int, attempt: int,
     panel_rows: int | None, *blocks: np.ndarray,
 ) -> WorkOutcome:
     """Parity task ``index``: ``(sum_t coefficients[t] D_t A_{sources[t]}) @ b``.
 
-    ``D_t`` are the blocks' row factors (`row_normalizers`, to the exponent `row_target`
-    gives for ``target_args = (n, inner)`` and ``b``); blocks that are not finite are
+    ``D_t`` are the blocks' row factors (``factors_of``); blocks that are not finite are
     left out. The outcome's ``side`` maps each source to its ``(factors, finite)``.
     """
     task = CooperativeTask(flag)
     if task.inject(faults, index, attempt):
         return task.stopped()
-    n, inner = target_args
     like = blocks[0]
-    target = row_target(like.dtype, n, inner, block_stats(b)[0])
     side: dict[int, tuple[np.ndarray | None, bool]] = {}
     x: np.ndarray | None = None
     for coefficient, source, block in zip(coefficients, sources, blocks):
         if task.cancelled():
             return task.stopped()
-        factors, finite = side[source] = row_normalizers(block, target)
+        factors, finite = side[source] = factors_of.get(source, block, b)
         if not finite:
             continue
         scale = np.asarray(coefficient) if factors is None else (factors * coefficient)[:, None]
@@ -122,9 +165,9 @@ class SystematicResults:
     ) -> None:
         self._code, self._layout = code, layout
         self._tracker = code.tracker()
-        self._blocks, self._b, self._dtype, self._inner = blocks, b, np.dtype(dtype), inner
+        self._blocks, self._b, self._dtype = blocks, b, np.dtype(dtype)
         self._values: dict[int, np.ndarray] = {}
-        self._factors: dict[int, tuple[np.ndarray | None, bool]] = {}
+        self.factors = RowFactors(code.n, inner)
 
     decodable = property(lambda self: self._tracker.decodable)
     received = property(lambda self: self._tracker.received)
@@ -140,7 +183,7 @@ class SystematicResults:
 
     def side(self, index: int, factors: Mapping[int, tuple[np.ndarray | None, bool]]) -> None:
         """A parity task's row factors of the blocks it read."""
-        self._factors.update(factors)
+        self.factors.update(factors)
 
     def result(self) -> list[np.ndarray]:
         """The ``k`` data blocks' products (each ``(block_rows, q)``), in data block order."""
@@ -155,21 +198,18 @@ class SystematicResults:
         missing = [i for i, value in enumerate(out) if value is None]
         if not missing:  # every data block's own product arrived: nothing to decode
             return out  # type: ignore[return-value]
-        b_exponents, b_finite = block_stats(self._b)
-        if not b_finite:  # the parity is of no use; numpy's NaN/inf pattern, directly
+        if not block_stats(self._b)[1]:  # the parity is of no use; numpy's NaN/inf pattern, directly
             return self._direct(out, missing)
-        target = row_target(self._dtype, self._code.n, self._inner, b_exponents)
-        for i in range(k):
-            if i not in self._factors:  # not read by an arrived parity task: measure here
-                self._factors[i] = row_normalizers(self._blocks[i], target)
-        lost = [i for i in missing if not self._factors[i][1]]
-        missing = [i for i in missing if self._factors[i][1]]
+        # measured here where no arrived parity task read the block
+        factors_of = {i: self.factors.get(i, self._blocks[i], self._b) for i in range(k)}
+        lost = [i for i in missing if not factors_of[i][1]]
+        missing = [i for i in missing if factors_of[i][1]]
         if missing:
             scaled: dict[int, np.ndarray] = {}
             for j in np.flatnonzero(used):
                 value = self._values[int(j)]
                 if j in plain:
-                    factors, finite = self._factors[plain[j]]
+                    factors, finite = factors_of[plain[j]]
                     if not finite:  # left out of the parity: a zero block in the code
                         value = np.zeros_like(value)
                     elif factors is not None:
@@ -177,7 +217,7 @@ class SystematicResults:
                 scaled[int(j)] = value
             decoded = self._code.decode(scaled)
             for i in missing:
-                factors = self._factors[i][0]
+                factors = factors_of[i][0]
                 value = decoded[i]
                 out[i] = value if factors is None else value / factors[:, None].astype(value.dtype)
         return self._direct(out, lost)
@@ -219,6 +259,7 @@ def drive_systematic(spec: SystematicJobSpec, b: np.ndarray, *blocks: np.ndarray
     assert layout is not None, "drive_systematic needs a systematic code"
     result_shape = (spec.block_rows, b.shape[1])
     zero = np.zeros(result_shape, dtype=spec.dtype)
+    decoder = SystematicResults(code, layout, list(blocks), b, spec.dtype, spec.inner)
     with open_backend(spec.executor, spec.local_workers or code.n) as backend:
         refs = [backend.reference(key, block) for key, block in zip(spec.data_keys, blocks)]
         rhs = backend.reference(spec.rhs_key, b)
@@ -230,7 +271,7 @@ def drive_systematic(spec: SystematicJobSpec, b: np.ndarray, *blocks: np.ndarray
                 )
             coefficients, sources = layout.parity[j]
             return parity_product, (
-                coefficients, sources, (code.n, spec.inner), rhs, flag, spec.faults, j,
+                coefficients, sources, decoder.factors, rhs, flag, spec.faults, j,
                 attempt, spec.panel_rows, *(refs[i] for i in sources),
             )
 
@@ -238,6 +279,6 @@ def drive_systematic(spec: SystematicJobSpec, b: np.ndarray, *blocks: np.ndarray
             code, backend, make_task, record=job_record(code, backend, spec.token, spec.faults),
             result_shape=result_shape, dtype=spec.dtype,
             known=dict.fromkeys(layout.zero, zero), retries=spec.retries, backup=spec.backup,
-            timeout=spec.timeout, background=layout.parity,
-            decoder=SystematicResults(code, layout, list(blocks), b, spec.dtype, spec.inner),
+            timeout=spec.timeout, background=layout.cheapest_parity(),
+            decoder=decoder,
         )

@@ -172,7 +172,7 @@ class CodedOptions:
     redundancy: float = 2.0
     straggler_prob: float | None = None
     runtimes: Any = None
-    systematic: bool = False
+    systematic: bool | None = None
     executor: Any = None
     stragglers: Any = None
     seed: int = 0
@@ -202,7 +202,8 @@ class CodedOptions:
         if isinstance(values["code"], str):  # checked now, not at a later compute
             _check_code_name(values["code"])
         values["redundancy"] = _check_redundancy(values["redundancy"])
-        values["systematic"] = check_bool("systematic", values["systematic"])
+        if values["systematic"] is not None:
+            values["systematic"] = check_bool("systematic", values["systematic"])
         as_faults(values["stragglers"])  # its type now; its length once n is known
         values["seed"] = check_int("seed", values["seed"], minimum=0)
         values["retries"] = check_int("retries", values["retries"], minimum=0)
@@ -221,11 +222,18 @@ class CodedOptions:
         return cls(**values)
 
     def make_code(self, k: int) -> ErasureCode:
-        """The code for ``k`` data blocks."""
+        """The code for ``k`` data blocks.
+
+        ``systematic=None`` (the default) makes a polar code systematic where its parity
+        runs in the gaps, in the driver layout (threads, executors, Lambda), and not in the
+        cluster layout, whose parity still runs beside the data tasks.
+        """
+        systematic = self.systematic
+        if systematic is None:
+            systematic = not use_cluster_layout(self)
         return make_code(
             self.code, k, n=self.n, redundancy=self.redundancy,
-            straggler_prob=self.straggler_prob, runtimes=self.runtimes,
-            systematic=self.systematic,
+            straggler_prob=self.straggler_prob, runtimes=self.runtimes, systematic=systematic,
         )
 
 
@@ -278,12 +286,14 @@ def coded_matmul(
         Polar code design: straggler probability, or runtime samples / a model with
         ``cdf``/``ppf`` (computational polarization).
     systematic : bool, optional
-        Polar codes only (``polar.systematic``, default False): with True, ``k`` coded
-        tasks are plain products of ``A``'s own row blocks, which need no encode; when
-        they all arrive nothing is decoded, and otherwise the parity results decode only
-        the blocks that are missing. The parity is still encoded (by its sparse generator
-        rows) and run alongside, so on a small machine it costs more than the butterfly
-        today; it becomes the default once the parity runs only in the gaps.
+        Polar codes only (``polar.systematic``; default None: True in the driver layout,
+        False in the cluster layout). With True, ``k`` coded tasks are plain products of
+        ``A``'s own row blocks: they run first, with no encode before them; each parity
+        task encodes its own few blocks and runs only in the gaps (idle cores, a failed
+        task; at low priority where the backend has priorities). When every data block's
+        own product arrives nothing is decoded, and otherwise the parity results decode
+        only the blocks that are missing. The cluster layout does not run its parity in
+        the gaps yet, so there the butterfly (``False``) is cheaper.
     executor : concurrent.futures.Executor, optional
         Run the coded tasks there (e.g. a `LambdaExecutor`), for jobs driven locally.
         Default: a thread pool with one thread per coded task, or the cluster when the

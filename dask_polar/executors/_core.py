@@ -11,8 +11,9 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import logging
+import math
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -103,7 +104,7 @@ def run_early_completion(
     retries: int = 2,
     backup: float | None = None,
     timeout: float | None = None,
-    background: Collection[int] = (),
+    background: Sequence[int] = (),
     decoder: Any = None,
 ) -> np.ndarray:
     """Run the coded tasks and decode from the first decodable set of results.
@@ -135,13 +136,14 @@ def run_early_completion(
     timeout : float, optional
         Seconds from the job's start to collect a decodable set; then every pending task is
         cancelled and `CodedJobTimeout` raised. None: wait as long as it takes.
-    background : collection of int
-        Tasks needed only when others are late or fail (a systematic code's parity): they
-        are submitted after the others and at low priority (``backend.submit(...,
-        background=True)``). A backend that measures its spare cores (``idle_cores()``,
-        the thread pool) gets them only once a gap shows (`GAP_CORES` idle over
-        `GAP_WINDOWS` measuring windows), a task fails, or nothing else is pending: so they
-        cost nothing when no task straggles.
+    background : sequence of int
+        Tasks needed only when others are late or fail (a systematic code's parity), in
+        the order to launch them (cheapest first): they are submitted after the others
+        and at low priority (``backend.submit(..., background=True)``). A backend that
+        measures its spare cores (``idle_cores()``, the thread pool) gets them only into
+        the gaps: one per idle core once cores sit idle (`GAP_CORES` over `GAP_WINDOWS`
+        measuring windows), as many as make the job decodable again when a task fails,
+        and all once nothing else is pending. So they cost nothing when no task straggles.
     decoder : optional
         What collects the results and decodes them, with `IncrementalDecoder`'s interface
         (``decodable``, ``received``, ``mask``, ``add``, ``update``, ``result``) and an
@@ -188,6 +190,7 @@ def run_early_completion(
             decoder.add(j, value)
             tasks[j].status = "zero"
         pending: dict[cf.Future, int] = {}  # a task may have two copies (backup)
+        in_background = frozenset(int(j) for j in background)
         errors: dict[int, str] = {}
         causes: dict[int, BaseException] = {}  # the latest exception of each failed task
         first_submitted: dict[int, float] = {}
@@ -205,16 +208,22 @@ def run_early_completion(
             task.submitted = time.time() - t0
             first_submitted.setdefault(j, task.submitted)
             # only low-priority tasks name it: a backend without priorities need not know
-            extra = {"background": True} if j in background else {}
+            extra = {"background": True} if j in in_background else {}
             pending[backend.submit(fn, *args, key=key, **extra)] = j
 
-        def release(deferred: list[int]) -> None:
-            """Launch the deferred (background) tasks, at low priority."""
-            if deferred:
-                logger.debug("job %s: launching %d background tasks", record.token, len(deferred))
-            for j in deferred:
+        def release(count: int) -> None:
+            """Launch the next ``count`` deferred (background) tasks, at low priority."""
+            launching, deferred[:] = deferred[:count], deferred[count:]
+            if launching:
+                logger.debug("job %s: launching background tasks %s", record.token, launching)
+            for j in launching:
                 launch(j)
-            deferred.clear()
+
+        def cover() -> None:
+            """Launch deferred tasks until the received and pending ones can decode again
+            (a task failed)."""
+            while deferred and not reachable_decodable(with_deferred=False):
+                release(1)
 
         def retry() -> bool:
             """Re-submit the failed tasks that have retries left; False if there are none."""
@@ -227,29 +236,28 @@ def run_early_completion(
                     launch(j)
             return bool(again)
 
-        def hopeless() -> bool:
-            """Whether the received, still-pending and deferred results together are not
-            decodable."""
+        def reachable_decodable(with_deferred: bool = True) -> bool:
+            """Whether the received and still-pending (and deferred) results can decode."""
             reachable = decoder.mask
-            reachable[list(set(pending.values()) | set(deferred))] = True
-            return not code.decodable(reachable)
+            reachable[list(set(pending.values()))] = True
+            if with_deferred:
+                reachable[deferred] = True
+            return code.decodable(reachable)
 
-        background = frozenset(int(j) for j in background)
-        order = [int(j) for j in code.launch_order() if tasks[j].status != "zero"]
-        foreground = [j for j in order if j not in background]
-        deferred = [j for j in order if j in background]
-        for j in foreground:
-            launch(j)
+        deferred = [int(j) for j in background if tasks[int(j)].status != "zero"]
+        for j in code.launch_order():
+            if int(j) not in in_background and tasks[j].status != "zero":
+                launch(int(j))
         idle_cores = getattr(backend, "idle_cores", None)
-        gap = None if idle_cores is None else _Gaps(idle_cores)
-        if gap is None:  # no gaps to measure: the background goes now, after the rest
-            release(deferred)
+        gaps = None if idle_cores is None else _Gaps(idle_cores)
+        if gaps is None:  # no gaps to measure: the background goes now, after the rest
+            release(len(deferred))
         notify("on_start", record)
         failed = False
         try:
             while not decoder.decodable:
-                if not pending and deferred:
-                    release(deferred)
+                if not pending and deferred:  # nothing else can help
+                    release(len(deferred))
                 if not pending and not retry():
                     raise CodedJobError(
                         record.token, errors, decoder.received, code.k
@@ -308,11 +316,14 @@ def run_early_completion(
                 # re-run failed tasks once the rest cannot decode without them, not once every
                 # task has ended: a hung task would hold the retries forever. Only a failure
                 # shrinks the reachable set, so only then is the check (a few ms) worth it.
-                # a failure, or idle cores: the foreground is stuck (blocked, failed, slow
-                # on a core of its own while the others are done) and the background helps
-                if deferred and not decoder.decodable and (lost or (gap is not None and gap())):
-                    release(deferred)
-                if lost and not decoder.decodable and hopeless():
+                # idle cores mean that the foreground is stuck (blocked, paused, or slow on
+                # a core of its own while the others are done): the background fills them
+                if deferred and not decoder.decodable:
+                    if lost:
+                        cover()
+                    if gaps is not None:
+                        release(gaps())
+                if lost and not decoder.decodable and not reachable_decodable():
                     retry()
                 if backup is not None and not decoder.decodable:
                     now = time.time() - t0
@@ -362,19 +373,21 @@ GAP_WINDOWS = 2
 
 
 class _Gaps:
-    """Whether the backend's cores were left idle (`GAP_CORES`) over `GAP_WINDOWS`
-    consecutive measuring windows (``backend.idle_cores()``, None while a window lasts)."""
+    """How many background tasks a backend's idle cores have room for (``__call__``):
+    one per idle core, once `GAP_CORES` have been idle over `GAP_WINDOWS` consecutive
+    measuring windows (``backend.idle_cores()``, None while a window lasts); else 0."""
 
     def __init__(self, idle_cores: Callable[[], float | None]) -> None:
         self._idle_cores = idle_cores
         self._streak = 0
         idle_cores()  # the first window starts now
 
-    def __call__(self) -> bool:
+    def __call__(self) -> int:
         idle = self._idle_cores()
-        if idle is not None:
-            self._streak = self._streak + 1 if idle >= GAP_CORES else 0
-        return self._streak >= GAP_WINDOWS
+        if idle is None:
+            return 0
+        self._streak = self._streak + 1 if idle >= GAP_CORES else 0
+        return math.ceil(idle) if self._streak >= GAP_WINDOWS else 0
 
 
 def _first_cause(causes: Mapping[int, BaseException]) -> BaseException | None:
