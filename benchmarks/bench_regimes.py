@@ -189,7 +189,46 @@ def run(quick: bool = False) -> dict[str, Any]:
               f"{t['ratio']} {t['value']:.2f} (target <= {t['target']})")
     failures = sum(not results[key][m]["ok"] for key in results for m in names)
     print(f"  wrong results: {failures}")
+    plot = _plot(results, names)
     return {
         "n": N, "rates": RATES, "products": PRODUCTS, "base": BASE, "seeds": seeds,
-        "mode": STRAGGLER_MODE, "cells": results, "targets": targets, "failures": failures,
+        "mode": STRAGGLER_MODE, "methods": names, "cells": results, "targets": targets,
+        "failures": failures, "plot": plot,
     }
+
+
+def _plot(results: dict[str, Any], names: list[str]) -> str | None:
+    """Median wall time per method and cell, one panel per product and rate
+    (``benchmarks/results/regimes.png``); None without matplotlib (the ``plot`` extra)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .__main__ import RESULTS
+
+    panels = sorted({key.rsplit(" | ", 1)[0] for key in results})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), sharey=True)
+    width = 0.8 / len(names)
+    for ax, panel in zip(np.atleast_1d(axes), panels):
+        cells = [key for key in results if key.startswith(panel + " | ")]
+        x = np.arange(len(cells))
+        for m, name in enumerate(names):
+            ax.bar(x + m * width, [results[c][name]["median_wall"] for c in cells], width,
+                   label=name)
+        floors = [results[c]["floor"] or np.nan for c in cells]
+        ax.plot(x + 0.4 - width / 2, floors, "k_", markersize=22, label="floor")
+        ax.set_xticks(x + 0.4 - width / 2, [c.rsplit(" | ", 1)[1] for c in cells], fontsize=8)
+        ax.set_yscale("log")
+        ax.set_title(panel)
+    np.atleast_1d(axes)[0].set_ylabel("median wall time [s]")
+    np.atleast_1d(axes)[-1].legend(fontsize=7)
+    fig.tight_layout()
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "regimes.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"plot: {path.relative_to(RESULTS.parent.parent)}")
+    return str(path.relative_to(RESULTS.parent.parent))

@@ -146,6 +146,35 @@ def render_matmul(results: dict[str, Any]) -> list[str]:
     return out
 
 
+@benchmark("regimes", "The matrix of regimes on threads (``bench_regimes``)")
+def render_regimes(results: dict[str, Any]) -> list[str]:
+    out: list[str] = [
+        f"n = {results.get('n')}, stragglers spent in ``mode={results.get('mode')!r}`` with a "
+        f"base of {ms(results.get('base'))} ms, {results.get('seeds')} seeds per cell; "
+        "medians of the wall time in seconds (CPU seconds in parentheses). The floor is the "
+        "k-th smallest injected delay (compute left out).",
+        "",
+    ]
+    out += table(
+        ["cell", "systematic polar", "value", "target", ""],
+        ([t.get("cell"), t.get("ratio"), ratio(t.get("value")), f"<= {num(t.get('target'))}",
+          mark(t.get("pass"))] for t in results.get("targets", [])),
+        "Targets",
+    )
+    cells = results.get("cells", {})
+    methods = results.get("methods") or [
+        name for name in next(iter(cells.values()), {}) if name != "floor"
+    ]
+    out += table(
+        ["product | rate | stragglers", *methods, "floor"],
+        ([key, *(f"{num(stats[m].get('median_wall'))} ({num(stats[m].get('median_cpu'), 2)})"
+                 for m in methods), num(stats.get("floor"))]
+         for key, stats in cells.items()),
+        "Median wall time [s] (CPU [s])",
+    )
+    return out
+
+
 @benchmark("codes", "The codes alone (``bench_codes``)")
 def render_codes(results: dict[str, Any]) -> list[str]:
     out: list[str] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import math
 import threading
 import time
 
@@ -60,6 +61,8 @@ class ScriptedBackend(ExecutorBackend):
         if not gaps:
             self.idle_cores = None  # no measurement: background goes at once
 
+    cores = 2
+
     def idle_cores(self):
         return next(self._idle, self._rest)
 
@@ -107,15 +110,17 @@ def test_no_gap_no_parity():
     assert sorted(record.used) == sorted(LAYOUT.plain)
 
 
-def test_parity_fills_the_gap_one_task_per_idle_core_once_it_lasts():
+def test_parity_fills_the_idle_fraction_of_the_cores_once_the_gap_lasts():
     straggler = int(CODE.info_set[0])
     gate = threading.Event()
-    # idle windows: one gap window is not enough, the second releases ceil(1.5) = 2 tasks
-    backend = ScriptedBackend(idle=[None, 1.5, 0.0, 1.5, 1.5], rest=2.0)
+    # idle windows: one gap window is not enough; the second releases the idle fraction,
+    # 0.8 / 2 cores of the parity, rounded up
+    backend = ScriptedBackend(idle=[None, 0.8, 0.0, 0.8, 0.8], rest=0.8)
     out, record, data = _job(backend, slow={straggler}, gate=gate)
     np.testing.assert_allclose(out, data, atol=1e-12)
     background = [j for j, bg in backend.submitted if bg]
     assert background and background == PARITY[: len(background)]  # cheapest first
+    assert len(background) >= math.ceil(0.4 * len(PARITY))
     foreground = [j for j, bg in backend.submitted if not bg]
     assert sorted(foreground) == sorted(LAYOUT.plain)
     assert backend.submitted.index((background[0], True)) > len(foreground) - 1

@@ -33,7 +33,7 @@ from ._scaling import block_stats, row_normalizers, row_target
 from ._tasks import coded_product, job_record, panel_product
 
 __all__ = [
-    "RowFactors", "SystematicJobSpec", "SystematicLayout", "SystematicResults", "drive_systematic",
+    "Arrivals", "RowFactors", "SystematicJobSpec", "SystematicLayout", "SystematicResults", "drive_systematic",
     "parity_product",
 ]
 
@@ -117,37 +117,83 @@ class RowFactors:
                 self._factors.setdefault(index, value)
 
 
+class Arrivals:
+    """The data blocks whose own products have arrived, shared by a job's decoder and its
+    parity tasks on threads: a parity task whose blocks have all arrived adds nothing to
+    the decode and stops. A copy sent to another process starts empty (its tasks run)."""
+
+    def __init__(self) -> None:
+        self._arrived: set[int] = set()
+
+    def __reduce__(self) -> tuple:
+        return Arrivals, ()
+
+    def add(self, index: int) -> None:
+        self._arrived.add(index)
+
+    def any_missing(self, blocks: tuple[int, ...]) -> bool:
+        """Whether one of ``blocks`` has not arrived."""
+        return not self._arrived.issuperset(blocks)
+
+
 def parity_product(
     coefficients: np.ndarray, sources: tuple[int, ...], factors_of: RowFactors,
-    b: np.ndarray, flag: Any, faults: FaultPlan | None, index: int, attempt: int,
-    panel_rows: int | None, *blocks: np.ndarray,
+    arrivals: Arrivals, gate: Any, b: np.ndarray, flag: Any, faults: FaultPlan | None,
+    index: int, attempt: int, panel_rows: int | None, *blocks: np.ndarray,
 ) -> WorkOutcome:
     """Parity task ``index``: ``(sum_t coefficients[t] D_t A_{sources[t]}) @ b``.
 
     ``D_t`` are the blocks' row factors (``factors_of``); blocks that are not finite are
-    left out. The outcome's ``side`` maps each source to its ``(factors, finite)``.
+    left out. ``gate`` (or None) bounds how many parity panels run at once (see
+    `panel_product`), and the task stops once ``arrivals`` has all its blocks. The
+    outcome's ``side`` maps each source to its ``(factors, finite)``.
     """
     task = CooperativeTask(flag)
     if task.inject(faults, index, attempt):
         return task.stopped()
-    like = blocks[0]
     side: dict[int, tuple[np.ndarray | None, bool]] = {}
-    x: np.ndarray | None = None
+    terms = []
     for coefficient, source, block in zip(coefficients, sources, blocks):
-        if task.cancelled():
-            return task.stopped()
         factors, finite = side[source] = factors_of.get(source, block, b)
-        if not finite:
-            continue
-        scale = np.asarray(coefficient) if factors is None else (factors * coefficient)[:, None]
-        term = block * scale.astype(block.dtype)
-        if x is None:
-            x = term
-        else:
-            x += term
-    outcome = panel_product(task, np.zeros_like(like) if x is None else x, b, panel_rows)
+        if finite:
+            scale = None if factors is None and coefficient == 1 else (
+                np.asarray(coefficient) if factors is None else (factors * coefficient)[:, None]
+            )
+            terms.append((block, None if scale is None else scale.astype(block.dtype)))
+    outcome = panel_product(
+        task, _PanelSum(terms, blocks[0]), b, panel_rows, gate=gate,
+        needed=lambda: arrivals.any_missing(sources),
+    )
     outcome.side = side
     return outcome
+
+
+class _PanelSum:
+    """``sum_t scale_t * block_t``, formed one row panel at a time when `panel_product`
+    asks for it: each block's panel is read once and the sum stays in cache for its
+    product, where summing whole blocks first would stream every block through memory
+    twice more (and page-fault a fresh block per term)."""
+
+    def __init__(self, terms: list[tuple[np.ndarray, np.ndarray | None]], like: np.ndarray):
+        self._terms = terms
+        self.shape, self.dtype = like.shape, like.dtype
+        self._sum: np.ndarray | None = None
+        self._scratch: np.ndarray | None = None
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        lo, hi, _ = rows.indices(self.shape[0])
+        if self._sum is None or self._sum.shape[0] < hi - lo:
+            self._sum = np.empty((hi - lo, *self.shape[1:]), self.dtype)
+            self._scratch = np.empty_like(self._sum)
+        out, scratch = self._sum[: hi - lo], self._scratch[: hi - lo]  # type: ignore[index]
+        out.fill(0)
+        for block, scale in self._terms:
+            if scale is None:
+                out += block[lo:hi]
+            else:
+                np.multiply(block[lo:hi], scale if scale.ndim == 0 else scale[lo:hi], out=scratch)
+                out += scratch
+        return out
 
 
 class SystematicResults:
@@ -168,6 +214,7 @@ class SystematicResults:
         self._blocks, self._b, self._dtype = blocks, b, np.dtype(dtype)
         self._values: dict[int, np.ndarray] = {}
         self.factors = RowFactors(code.n, inner)
+        self.arrivals = Arrivals()
 
     decodable = property(lambda self: self._tracker.decodable)
     received = property(lambda self: self._tracker.received)
@@ -179,6 +226,8 @@ class SystematicResults:
     def update(self, results: Mapping[int, np.ndarray]) -> bool:
         for index, value in results.items():
             self._values.setdefault(int(index), value)
+            if int(index) in self._layout.plain:
+                self.arrivals.add(self._layout.plain[int(index)])
         return self._tracker.update(results)
 
     def side(self, index: int, factors: Mapping[int, tuple[np.ndarray | None, bool]]) -> None:
@@ -261,6 +310,8 @@ def drive_systematic(spec: SystematicJobSpec, b: np.ndarray, *blocks: np.ndarray
     zero = np.zeros(result_shape, dtype=spec.dtype)
     decoder = SystematicResults(code, layout, list(blocks), b, spec.dtype, spec.inner)
     with open_backend(spec.executor, spec.local_workers or code.n) as backend:
+        make_gate = getattr(backend, "background_gate", None)  # threads: a semaphore
+        gate = None if make_gate is None else make_gate()
         refs = [backend.reference(key, block) for key, block in zip(spec.data_keys, blocks)]
         rhs = backend.reference(spec.rhs_key, b)
 
@@ -271,8 +322,8 @@ def drive_systematic(spec: SystematicJobSpec, b: np.ndarray, *blocks: np.ndarray
                 )
             coefficients, sources = layout.parity[j]
             return parity_product, (
-                coefficients, sources, decoder.factors, rhs, flag, spec.faults, j,
-                attempt, spec.panel_rows, *(refs[i] for i in sources),
+                coefficients, sources, decoder.factors, decoder.arrivals, gate, rhs, flag,
+                spec.faults, j, attempt, spec.panel_rows, *(refs[i] for i in sources),
             )
 
         return run_early_completion(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,23 +108,40 @@ def coded_product(
 
 
 def panel_product(
-    task: CooperativeTask, x: np.ndarray, b: np.ndarray, panel_rows: int | None,
-    row_factors: np.ndarray | None = None,
+    task: CooperativeTask, x: Any, b: np.ndarray, panel_rows: int | None,
+    row_factors: np.ndarray | None = None, gate: Any = None,
+    needed: Callable[[], bool] | None = None,
 ) -> WorkOutcome:
-    """``x @ b`` in row panels, as ``task`` (its cancel flag, its injected slowdown) says."""
+    """``x @ b`` in row panels, as ``task`` (its cancel flag, its injected slowdown) says.
+
+    ``x`` is an array, or anything with ``shape``, ``dtype`` and row slicing that forms a
+    panel when asked (a parity task's sum). With ``gate`` (a semaphore: the thread pool's
+    background slots), each panel waits for a slot first, so that background tasks run a
+    few at a time and the first of them finish early instead of all of them late; a task
+    whose ``needed()`` turns False before a panel stops there (its result would add
+    nothing).
+    """
     rows = x.shape[0]
     out = np.empty((rows, b.shape[1]), dtype=np.result_type(x.dtype, b.dtype))
     step = panel_rows or max(1, -(-rows // 8))
     for p, lo in enumerate(range(0, rows, step)):
         # a slow node repeats each panel's product: `slowdown` times the work in all
         repeats = max(1, round(task.slowdown * (p + 1)) - round(task.slowdown * p))
-        panel = x[lo : lo + step]
-        if row_factors is not None:  # only for mixed magnitudes; powers of two, so exact
-            panel = panel * row_factors[lo : lo + step, None].astype(x.dtype)
-        for _ in range(repeats):
-            if task.cancelled():
+        if gate is not None and not task.acquire(gate):
+            return task.stopped()
+        try:
+            if needed is not None and not needed():
                 return task.stopped()
-            np.matmul(panel, b, out=out[lo : lo + step])
+            panel = x[lo : lo + step]
+            if row_factors is not None:  # only for mixed magnitudes; powers of two, so exact
+                panel = panel * row_factors[lo : lo + step, None].astype(x.dtype)
+            for _ in range(repeats):
+                if task.cancelled():
+                    return task.stopped()
+                np.matmul(panel, b, out=out[lo : lo + step])
+        finally:
+            if gate is not None:
+                gate.release()
     return task.done(out)
 
 

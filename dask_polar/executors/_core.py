@@ -140,10 +140,11 @@ def run_early_completion(
         Tasks needed only when others are late or fail (a systematic code's parity), in
         the order to launch them (cheapest first): they are submitted after the others
         and at low priority (``backend.submit(..., background=True)``). A backend that
-        measures its spare cores (``idle_cores()``, the thread pool) gets them only into
-        the gaps: one per idle core once cores sit idle (`GAP_CORES` over `GAP_WINDOWS`
-        measuring windows), as many as make the job decodable again when a task fails,
-        and all once nothing else is pending. So they cost nothing when no task straggles.
+        measures its spare cores (``idle_cores()`` and ``cores``, the thread pool) gets
+        them only into the gaps: the idle fraction of the cores' worth once they sit idle
+        (`GAP_CORES` over `GAP_WINDOWS` measuring windows), as many as make the job
+        decodable again when a task fails, and all once nothing else is pending. So they
+        cost nothing when no task straggles.
     decoder : optional
         What collects the results and decodes them, with `IncrementalDecoder`'s interface
         (``decodable``, ``received``, ``mask``, ``add``, ``update``, ``result``) and an
@@ -249,7 +250,7 @@ def run_early_completion(
             if int(j) not in in_background and tasks[j].status != "zero":
                 launch(int(j))
         idle_cores = getattr(backend, "idle_cores", None)
-        gaps = None if idle_cores is None else _Gaps(idle_cores)
+        gaps = None if idle_cores is None else _Gaps(idle_cores, backend.cores)
         if gaps is None:  # no gaps to measure: the background goes now, after the rest
             release(len(deferred))
         notify("on_start", record)
@@ -322,7 +323,7 @@ def run_early_completion(
                     if lost:
                         cover()
                     if gaps is not None:
-                        release(gaps())
+                        release(math.ceil(gaps() * len(deferred)))
                 if lost and not decoder.decodable and not reachable_decodable():
                     retry()
                 if backup is not None and not decoder.decodable:
@@ -373,21 +374,24 @@ GAP_WINDOWS = 2
 
 
 class _Gaps:
-    """How many background tasks a backend's idle cores have room for (``__call__``):
-    one per idle core, once `GAP_CORES` have been idle over `GAP_WINDOWS` consecutive
-    measuring windows (``backend.idle_cores()``, None while a window lasts); else 0."""
+    """How much of the background a backend's idle cores have room for (``__call__``): the
+    idle fraction of its cores, once `GAP_CORES` have been idle over `GAP_WINDOWS`
+    consecutive measuring windows (``backend.idle_cores()``, None while a window lasts);
+    else 0. Cores idle because every task waits (on I/O, a remote worker, an injected
+    delay) release it all: background work there costs nothing."""
 
-    def __init__(self, idle_cores: Callable[[], float | None]) -> None:
+    def __init__(self, idle_cores: Callable[[], float | None], cores: int) -> None:
         self._idle_cores = idle_cores
+        self._cores = cores
         self._streak = 0
         idle_cores()  # the first window starts now
 
-    def __call__(self) -> int:
+    def __call__(self) -> float:
         idle = self._idle_cores()
         if idle is None:
-            return 0
+            return 0.0
         self._streak = self._streak + 1 if idle >= GAP_CORES else 0
-        return math.ceil(idle) if self._streak >= GAP_WINDOWS else 0
+        return min(1.0, idle / self._cores) if self._streak >= GAP_WINDOWS else 0.0
 
 
 def _first_cause(causes: Mapping[int, BaseException]) -> BaseException | None:

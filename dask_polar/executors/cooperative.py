@@ -61,11 +61,22 @@ class CooperativeTask:
 
     def cancelled(self) -> bool:
         """Whether the job was cancelled, asking the flag on the first call and then at most
-        every `POLL_SECONDS`."""
+        every `POLL_SECONDS` (every time for a ``threading.Event``, which costs nothing to
+        ask)."""
+        if type(self.flag) is threading.Event:
+            return self.flag.is_set()
         if time.monotonic() - self._checked <= POLL_SECONDS:
             return False
         self._checked = time.monotonic()
         return bool(self.flag.is_set())
+
+    def acquire(self, semaphore: Any) -> bool:
+        """Take a slot of ``semaphore``, asking the flag while waiting; False (and no slot)
+        if the job was cancelled first."""
+        while not semaphore.acquire(timeout=POLL_SECONDS):
+            if self.cancelled():
+                return False
+        return True
 
     def done(self, value: Any) -> WorkOutcome:
         """The outcome of a task that finished its work."""

@@ -144,6 +144,16 @@ class ThreadBackend(ExecutorBackend):
         self._limits_blas = max_workers >= _cores()
         self._last = (time.monotonic(), _idle_seconds())
 
+    def background_gate(self) -> threading.Semaphore:
+        """Slots for background work, one per core: background tasks take one per row
+        panel (`dask_polar.array._tasks.panel_product`), so a few run at a time."""
+        return threading.Semaphore(self.cores)
+
+    @property
+    def cores(self) -> int:
+        """The cores the pool's tasks share."""
+        return _cores()
+
     def idle_cores(self, window: float = 0.02) -> float | None:
         """Cores the machine left idle over the current measuring window, once it has
         lasted ``window`` seconds (then a new one starts); None before that. The room for
