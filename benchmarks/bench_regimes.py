@@ -12,7 +12,8 @@ What is measured (issue 19; DESIGN.md section 4: ratios measured side by side in
   block's delay, on ``k`` threads so that each block has its worker, as the coded methods
   do), ``uncoded`` (n = k), backup tasks (``uncoded``, ``backup=3``), replication x2
   (n = 2k, at both rates), MDS, polar (``systematic=False``) and systematic polar.
-* Per run: the wall time of ``compute()`` (the graph is built before the clock starts) and
+* Per run (after one untimed warm-up run of each method per cell; cells without
+  stragglers take three times the seeds, their runs are short and noisy): the wall time of ``compute()`` (the graph is built before the clock starts) and
   this process's CPU time over it (all threads). The methods of a seed run back to back
   on the same straggler draws (``stragglers=model, seed=seed``), in an order rotated from
   seed to seed. The floor of a seed: the k-th smallest of the n injected delays (no code
@@ -121,6 +122,10 @@ def _cell(product: str, rate: str, cell: str, model: Any, seeds: int) -> dict[st
     names = list(METHODS)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     floors = []
+    for name in names:  # warm up: the first run of a shape pays for imports and caches
+        _once(name, A, B, k, None, SEED)
+    if model is None:  # runs without stragglers are short and noisier: more of them
+        seeds *= 3
     for s in range(seeds):
         seed = SEED + s
         if model is not None:

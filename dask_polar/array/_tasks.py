@@ -92,6 +92,7 @@ def pad_rows(block: np.ndarray, rows: int, dtype: np.dtype | None = None) -> np.
 def coded_product(
     x: np.ndarray, b: np.ndarray, flag: Any, faults: FaultPlan | None, index: int,
     attempt: int, panel_rows: int | None, row_factors: np.ndarray | None = None,
+    gate: Any = None,
 ) -> WorkOutcome:
     """The work of coded task ``index``: ``x @ b``, stopping early once ``flag`` is set.
 
@@ -104,7 +105,12 @@ def coded_product(
     task = CooperativeTask(flag)
     if task.inject(faults, index, attempt):
         return task.stopped()
-    return panel_product(task, x, b, panel_rows, row_factors)
+    return panel_product(task, x, b, panel_rows, row_factors, gate)
+
+
+#: Rows of a work task's panel at least (by default): BLAS runs small panels slowly (8-row
+#: panels of a 512 x 512 product at 18 GFlop/s, 128-row ones at 34 here, one thread).
+MIN_PANEL_ROWS = 128
 
 
 def panel_product(
@@ -123,7 +129,7 @@ def panel_product(
     """
     rows = x.shape[0]
     out = np.empty((rows, b.shape[1]), dtype=np.result_type(x.dtype, b.dtype))
-    step = panel_rows or max(1, -(-rows // 8))
+    step = panel_rows or max(MIN_PANEL_ROWS, -(-rows // 8))
     for p, lo in enumerate(range(0, rows, step)):
         # a slow node repeats each panel's product: `slowdown` times the work in all
         repeats = max(1, round(task.slowdown * (p + 1)) - round(task.slowdown * p))

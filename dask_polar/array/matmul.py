@@ -321,7 +321,8 @@ def coded_matmul(
     local_workers : int, optional
         Threads for a locally driven job (``polar.local-workers``; default n).
     panel_rows : int, optional
-        Rows per panel between cancel checks in a work task (``polar.panel-rows``).
+        Rows per panel between cancel checks in a work task (``polar.panel-rows``; default
+        an eighth of a block, at least 128 rows: BLAS is slow on small panels).
     layout : {"auto", "cluster", "driver"}, optional
         How the job is laid out (``polar.layout``). ``"cluster"``: every step is a graph
         task where its data lives, for dask.distributed (no task gathers the coded blocks
