@@ -229,8 +229,9 @@ def _plot(results: dict[str, Any], names: list[str]) -> str | None:
         ax.set_yscale("log")
         ax.set_title(panel)
     np.atleast_1d(axes)[0].set_ylabel("median wall time [s]")
-    np.atleast_1d(axes)[-1].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "regimes.png"
     fig.savefig(path, dpi=110)
