@@ -79,25 +79,12 @@ def _measure(dask_worker: Any) -> tuple[int, int]:
     return moved, dask_worker.plugins[PLUGIN].peak
 
 
-def _slow_matmul(a: np.ndarray, b: np.ndarray, delays: np.ndarray, block_info: Any = None):
-    """Plain Dask's row-block product, after the injected delay of its row block."""
-    time.sleep(float(delays[block_info[0]["chunk-location"][0]]))
-    return a @ b
-
-
 def _product(method: str, A: Any, B: Any, model: Any, seed: int) -> Any:
-    import dask.array as da
-
     from dask_polar import coded_matmul
-    from dask_polar.stragglers import draw_delays
+    from dask_polar.array.baselines import plain_matmul
 
-    if method == "plain":
-        if model is None:
-            return A @ B
-        delays = draw_delays(model, K, seed=seed)  # the first k of the coded methods' draws
-        return da.map_blocks(
-            _slow_matmul, A, B, delays, chunks=(A.chunks[0], B.chunks[1]), dtype=A.dtype,
-        )
+    if method == "plain":  # the first k of the coded methods' draws
+        return plain_matmul(A, B, model, seed=seed)
     n = K if method == "uncoded" else N
     return coded_matmul(
         A, B, code=method, n=n, stragglers=straggling(model), seed=seed, layout="cluster"

@@ -69,29 +69,15 @@ METHODS: dict[str, dict[str, Any] | None] = {
 }
 
 
-def _sleepy_product(a: np.ndarray, b: np.ndarray, delays: np.ndarray, block_info: Any = None):
-    """Plain Dask's row-block product, after its block's injected delay (blocking)."""
-    time.sleep(float(delays[block_info[0]["chunk-location"][0]]))
-    return a @ b
-
-
 def _once(method: str, A: Any, B: Any, k: int, model: Any, seed: int) -> dict[str, Any]:
     import dask
-    import dask.array as da
 
     import dask_polar
-    from dask_polar.stragglers import draw_delays
+    from dask_polar.array.baselines import plain_matmul
 
-    options: dict[str, Any] = {}
-    if method == "plain":
-        if model is None:
-            C = A @ B
-        else:
-            delays = draw_delays(model, k, seed=seed)
-            C = da.map_blocks(
-                _sleepy_product, A, B, delays, chunks=(A.chunks[0], B.chunks[1]), dtype=A.dtype
-            )
-            options = {"num_workers": k}
+    if method == "plain":  # on k threads with stragglers: each block has its worker
+        C = plain_matmul(A, B, model, seed=seed)
+        options = {} if model is None else {"num_workers": k}
     else:
         C = dask_polar.coded_matmul(
             A, B, stragglers=straggling(model), seed=seed, **METHODS[method]

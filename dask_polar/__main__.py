@@ -36,15 +36,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dask_polar", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="coded A @ B on a LocalCluster with stragglers")
+    demo = sub.add_parser("demo", help="coded A @ B with stragglers, side by side")
     demo.add_argument(
         "what", nargs="?", default="matmul", choices=["matmul", "codes", "adversarial"],
-        help="matmul (default): the methods on a LocalCluster; codes: the codes alone; "
+        help="matmul (default): the methods side by side; codes: the codes alone; "
         "adversarial: a black-box attack on a digit classifier with coded gradients",
     )
     demo.add_argument("--k", type=int, default=None, help="data blocks")
     demo.add_argument("--trials", type=int, default=None)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--cluster", action="store_true",
+        help="matmul: on a LocalCluster (cluster layout) instead of the threads scheduler",
+    )
     demo.add_argument(
         "--plot", default=None,
         help="where to write the plot (default: dask_polar_demo.png; adversarial: "
@@ -71,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("--k does not apply to the adversarial demo (k = 64 pixels)")
             adversarial_demo(plot=args.plot or "dask_polar_adversarial.png", **options)
         else:
-            demos.matmul_demo(plot=args.plot or "dask_polar_demo.png", **options)
+            demos.matmul_demo(
+                plot=args.plot or "dask_polar_demo.png", cluster=args.cluster, **options
+            )
     elif args.command == "simulate":
         return simulate_cli.run(args)
     elif args.command == "lambda":
