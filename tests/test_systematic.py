@@ -283,3 +283,20 @@ def _known(client):
     return client.run_on_scheduler(
         lambda dask_scheduler: {"low", "high"} <= set(dask_scheduler.tasks)
     )
+
+
+@pytest.mark.parametrize("code", ["polar", "mds", "uncoded"])
+@pytest.mark.parametrize(
+    "b", [np.array([[60000.0, 0.0151]], np.float16), np.array([[3e38, 1e-38]], np.float32)],
+    ids=["float16", "float32"],
+)
+def test_b_is_never_scaled_in_its_own_dtype(code, b):
+    # issue 21: scaling B in its own dtype lost its small entries (0.015625 for 0.0151,
+    # 0.0 for 1e-38); the data tasks multiply B as it is, and the parity scales A's rows
+    A = da.from_array(np.ones((64, 1)), chunks=(8, 1))
+    failing = {"polar": [int(PolarCode(16, 8).info_set[2])], "mds": [2], "uncoded": []}[code]
+    out = coded_matmul(
+        A, b, code=code, systematic=True if code == "polar" else None,
+        stragglers=Faults(fail=failing), retries=0,
+    ).compute()
+    np.testing.assert_allclose(out, np.ones((64, 1)) @ b, rtol=1e-12)  # decoded: rounding
