@@ -117,6 +117,18 @@ def test_cluster_layout_gives_numpys_answer_for_non_finite_and_mixed_magnitudes(
     np.testing.assert_allclose(C.compute(), a @ b, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("code", ["polar", "uncoded"])
+@pytest.mark.parametrize(
+    "b", [np.array([[60000.0, 0.0151]], np.float16), np.array([[3e38, 1e-38]], np.float32)],
+    ids=["float16", "float32"],
+)
+def test_cluster_layout_scales_b_in_the_work_dtype(client, code, b):
+    # issue 21: B scaled in float16 gave 0.015625 for 0.0151, in float32 0.0 for 1e-38
+    A = da.from_array(np.ones((64, 1)), chunks=(8, 1))
+    C = coded_matmul(A, b, code=code, layout="cluster")
+    np.testing.assert_allclose(C.compute(), np.ones((64, 1)) @ b, rtol=1e-12)
+
+
 def _received(dask_worker):
     """(total bytes, keys) this worker fetched from other workers."""
     log = list(dask_worker.transfer_incoming_log)

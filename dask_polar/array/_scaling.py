@@ -98,6 +98,8 @@ class Scales:
     finite: tuple[bool, ...]
     b: float = 1.0
     b_finite: bool = True
+    #: The work dtype (None: ``B``'s own): ``B`` is scaled in it, never in a narrower one.
+    work: np.dtype | None = None
 
     def row_factors(self, source: int) -> np.ndarray | None:
         """The factors of the rows of a term of an encode task: data block ``source``'s, or
@@ -117,7 +119,11 @@ class Scales:
         every block is computed directly and the coded results are not used)."""
         if not self.b_finite:
             b = np.where(np.isfinite(b), b, 0)
-        return b if self.b == 1.0 else b * self.b
+        if self.b == 1.0:
+            return b
+        # in the work dtype: a float16 B scaled in float16 loses its small entries' digits
+        wide = b.dtype if self.work is None else np.result_type(b.dtype, self.work)
+        return b.astype(wide, copy=False) * np.asarray(self.b, dtype=wide)
 
     def unscale(self, index: int, value: np.ndarray, dtype: np.dtype) -> np.ndarray:
         """Data block ``index``'s decoded product (its first ``len(value)`` rows) back at
@@ -170,7 +176,9 @@ def job_scales(
         shift[exponents == ZERO_ROW] = 0
         rows.append(np.ldexp(1.0, shift) if shift.any() else None)
     finite = tuple(bool(ok) for _, ok in a_stats)
-    return Scales(tuple(rows), finite, math.ldexp(1.0, b_shift), bool(b_finite))
+    return Scales(
+        tuple(rows), finite, math.ldexp(1.0, b_shift), bool(b_finite), np.dtype(dtype)
+    )
 
 
 def row_target(dtype: np.dtype, n: int, inner: int, b_exponents: np.ndarray | None) -> int:
