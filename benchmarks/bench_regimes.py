@@ -75,6 +75,7 @@ def _once(method: str, A: Any, B: Any, k: int, model: Any, seed: int) -> dict[st
     import dask_polar
     from dask_polar.array.baselines import plain_matmul
 
+    options: dict[str, Any] = {}
     if method == "plain":  # on k threads with stragglers: each block has its worker
         C = plain_matmul(A, B, model, seed=seed)
         options = {} if model is None else {"num_workers": k}

@@ -80,14 +80,16 @@ class SystematicLayout:
 
 
 class RowFactors:
-    """One job's row factors per data block (`row_normalizers`), computed once by whichever
-    task reads the block first: the parity tasks and the decode of a job on threads share
-    it. A copy sent to another process starts empty (the factors are cheap to recompute,
-    and each task reports the ones it computed, `WorkOutcome.side`)."""
+    """One job's row factors per data block (`row_normalizers`) and the blocks scaled by
+    them, computed once by whichever task reads the block first: the parity tasks and the
+    decode of a job on threads share them (a job that runs parity holds one scaled copy of
+    the blocks it read until it ends). A copy sent to another process starts empty (each
+    of its tasks scales its own blocks, and reports the factors, `WorkOutcome.side`)."""
 
     def __init__(self, n: int, inner: int) -> None:
         self.n, self.inner = n, inner
         self._factors: dict[int, tuple[np.ndarray | None, bool]] = {}
+        self._scaled: dict[int, np.ndarray] = {}
         self._targets: dict[Any, int] = {}
         self._lock = threading.Lock()
 
@@ -108,6 +110,19 @@ class RowFactors:
             found = row_normalizers(block, self.target(block.dtype, b))
             with self._lock:
                 found = self._factors.setdefault(index, found)
+        return found
+
+    def scaled(self, index: int, block: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+        """Data block ``index`` with its rows scaled by its factors (the block itself if
+        they are all 1); None if the block is not finite (it is left out of the parity)."""
+        found = self._scaled.get(index)
+        if found is None:
+            factors, finite = self.get(index, block, b)
+            if not finite:
+                return None
+            found = block if factors is None else block * factors[:, None].astype(block.dtype)
+            with self._lock:
+                found = self._scaled.setdefault(index, found)
         return found
 
     def update(self, known: Mapping[int, tuple[np.ndarray | None, bool]]) -> None:
@@ -154,12 +169,10 @@ def parity_product(
     side: dict[int, tuple[np.ndarray | None, bool]] = {}
     terms = []
     for coefficient, source, block in zip(coefficients, sources, blocks):
-        factors, finite = side[source] = factors_of.get(source, block, b)
-        if finite:
-            scale = None if factors is None and coefficient == 1 else (
-                np.asarray(coefficient) if factors is None else (factors * coefficient)[:, None]
-            )
-            terms.append((block, None if scale is None else scale.astype(block.dtype)))
+        side[source] = factors_of.get(source, block, b)
+        scaled = factors_of.scaled(source, block, b)
+        if scaled is not None:
+            terms.append((scaled, float(coefficient)))
     outcome = panel_product(
         task, _PanelSum(terms, blocks[0]), b, panel_rows, gate=gate,
         needed=lambda: arrivals.any_missing(sources),
@@ -169,12 +182,13 @@ def parity_product(
 
 
 class _PanelSum:
-    """``sum_t scale_t * block_t``, formed one row panel at a time when `panel_product`
-    asks for it: each block's panel is read once and the sum stays in cache for its
-    product, where summing whole blocks first would stream every block through memory
-    twice more (and page-fault a fresh block per term)."""
+    """``sum_t coefficient_t * block_t``, formed one row panel at a time when
+    `panel_product` asks for it: each block's panel is read once and the sum stays in cache
+    for its product, where summing whole blocks first would stream every block through
+    memory twice more (and page-fault a fresh block per term). Coefficients of 1 and -1
+    (most of a polar code's) are an add or a subtract."""
 
-    def __init__(self, terms: list[tuple[np.ndarray, np.ndarray | None]], like: np.ndarray):
+    def __init__(self, terms: list[tuple[np.ndarray, float]], like: np.ndarray) -> None:
         self._terms = terms
         self.shape, self.dtype = like.shape, like.dtype
         self._sum: np.ndarray | None = None
@@ -187,11 +201,14 @@ class _PanelSum:
             self._scratch = np.empty_like(self._sum)
         out, scratch = self._sum[: hi - lo], self._scratch[: hi - lo]  # type: ignore[index]
         out.fill(0)
-        for block, scale in self._terms:
-            if scale is None:
-                out += block[lo:hi]
+        for block, coefficient in self._terms:
+            panel = block[lo:hi]
+            if coefficient == 1:
+                out += panel
+            elif coefficient == -1:
+                out -= panel
             else:
-                np.multiply(block[lo:hi], scale if scale.ndim == 0 else scale[lo:hi], out=scratch)
+                np.multiply(panel, np.asarray(coefficient, dtype=self.dtype), out=scratch)
                 out += scratch
         return out
 
