@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 
 from ..codes import ErasureCode
-from ..executors import WorkOutcome, open_backend, run_early_completion
+from ..executors import WorkOutcome, run_early_completion
 from ..executors.cooperative import CooperativeTask
 from ..stragglers.faults import FaultPlan
 from ._scaling import block_stats, row_normalizers, row_target
-from ._tasks import coded_product, job_record, panel_product
+from ._tasks import JobRun, coded_product, job_record, panel_product
 
 __all__ = [
     "Arrivals", "RowFactors", "SystematicJobSpec", "SystematicLayout", "SystematicResults", "drive_systematic",
@@ -306,13 +306,7 @@ class SystematicJobSpec:
     block_rows: int
     inner: int
     dtype: np.dtype
-    faults: FaultPlan | None
-    retries: int
-    backup: float | None
-    timeout: float | None
-    local_workers: int | None
-    panel_rows: int | None
-    executor: Any = None
+    run: JobRun
 
 
 def drive_systematic(spec: SystematicJobSpec, b: np.ndarray, *blocks: np.ndarray) -> list[np.ndarray]:
@@ -326,7 +320,8 @@ def drive_systematic(spec: SystematicJobSpec, b: np.ndarray, *blocks: np.ndarray
     result_shape = (spec.block_rows, b.shape[1])
     zero = np.zeros(result_shape, dtype=spec.dtype)
     decoder = SystematicResults(code, layout, list(blocks), b, spec.dtype, spec.inner)
-    with open_backend(spec.executor, spec.local_workers or code.n) as backend:
+    run = spec.run
+    with run.backend(code.n) as backend:
         make_gate = getattr(backend, "background_gate", None)  # threads: a semaphore
         gate = None if make_gate is None else make_gate()
         refs = [backend.reference(key, block) for key, block in zip(spec.data_keys, blocks)]
@@ -335,18 +330,18 @@ def drive_systematic(spec: SystematicJobSpec, b: np.ndarray, *blocks: np.ndarray
         def make_task(j: int, attempt: int, flag: Any):
             if j in layout.plain:
                 return coded_product, (
-                    refs[layout.plain[j]], rhs, flag, spec.faults, j, attempt, spec.panel_rows,
+                    refs[layout.plain[j]], rhs, flag, run.faults, j, attempt, run.panel_rows,
                 )
             coefficients, sources = layout.parity[j]
             return parity_product, (
                 coefficients, sources, decoder.factors, decoder.arrivals, gate, rhs, flag,
-                spec.faults, j, attempt, spec.panel_rows, *(refs[i] for i in sources),
+                run.faults, j, attempt, run.panel_rows, *(refs[i] for i in sources),
             )
 
         return run_early_completion(
-            code, backend, make_task, record=job_record(code, backend, spec.token, spec.faults),
+            code, backend, make_task, record=job_record(code, backend, spec.token, run.faults),
             result_shape=result_shape, dtype=spec.dtype,
-            known=dict.fromkeys(layout.zero, zero), retries=spec.retries, backup=spec.backup,
-            timeout=spec.timeout, background=layout.cheapest_parity(),
+            known=dict.fromkeys(layout.zero, zero), retries=run.retries, backup=run.backup,
+            timeout=run.timeout, background=layout.cheapest_parity(),
             decoder=decoder,
         )

@@ -16,7 +16,7 @@ from ..stragglers.faults import FaultPlan
 from ._scaling import Scales
 
 __all__ = [
-    "CodedJobSpec", "add", "combine", "pad_rows", "coded_product", "direct_product", "drive",
+    "CodedJobSpec", "JobRun", "add", "combine", "pad_rows", "coded_product", "direct_product", "drive",
     "finish_block", "job_record", "panel_product", "run_coded_product", "take", "take_block",
 ]
 
@@ -151,6 +151,32 @@ def panel_product(
     return task.done(out)
 
 
+@dataclass(frozen=True)
+class JobRun:
+    """How a driven job runs (every driving task's options; must pickle)."""
+
+    faults: FaultPlan | None  # injected stragglers and failures
+    retries: int
+    backup: float | None
+    timeout: float | None
+    local_workers: int | None
+    panel_rows: int | None
+    executor: Any = None
+
+    @classmethod
+    def of(cls, options: Any, faults: FaultPlan | None) -> JobRun:
+        """The run of a product with `CodedOptions` ``options``."""
+        return cls(
+            faults=faults, retries=options.retries, backup=options.backup,
+            timeout=options.timeout, local_workers=options.local_workers,
+            panel_rows=options.panel_rows, executor=options.executor,
+        )
+
+    def backend(self, n: int) -> Any:
+        """The backend's context for a job of ``n`` tasks (`open_backend`)."""
+        return open_backend(self.executor, self.local_workers or n)
+
+
 @dataclass
 class CodedJobSpec:
     """Everything the driving task needs, shipped inside the graph (must pickle)."""
@@ -162,13 +188,7 @@ class CodedJobSpec:
     rhs_key: Any
     block_rows: int
     dtype: np.dtype
-    faults: FaultPlan | None  # injected stragglers and failures
-    retries: int
-    backup: float | None
-    timeout: float | None
-    local_workers: int | None
-    panel_rows: int | None
-    executor: Any = None
+    run: JobRun
 
 
 def drive(spec: CodedJobSpec, scales: Scales, b: np.ndarray, *coded: np.ndarray) -> np.ndarray:
@@ -178,7 +198,8 @@ def drive(spec: CodedJobSpec, scales: Scales, b: np.ndarray, *coded: np.ndarray)
     """
     values = dict(zip(spec.coded_keys, coded))
     rhs = scales.rhs(b)
-    with open_backend(spec.executor, spec.local_workers or spec.code.n) as backend:
+    run = spec.run
+    with run.backend(spec.code.n) as backend:
         return run_coded_product(
             spec.code,
             backend,
@@ -189,11 +210,11 @@ def drive(spec: CodedJobSpec, scales: Scales, b: np.ndarray, *coded: np.ndarray)
             result_shape=(spec.block_rows, b.shape[1]),
             dtype=spec.dtype,
             token=spec.token,
-            faults=spec.faults,
-            retries=spec.retries,
-            backup=spec.backup,
-            timeout=spec.timeout,
-            panel_rows=spec.panel_rows,
+            faults=run.faults,
+            retries=run.retries,
+            backup=run.backup,
+            timeout=run.timeout,
+            panel_rows=run.panel_rows,
         )
 
 

@@ -601,10 +601,8 @@ def _driver_layer(layer: dict[Any, Task], plan: ProductPlan) -> None:
     scales = TaskRef(encoded.scales_key)
     spec = _tasks.CodedJobSpec(
         token=token, code=plan.code, coded_keys=encoded.coded_keys, sources=encoded.sources,
-        rhs_key=plan.rhs_key, block_rows=plan.block_rows, dtype=plan.work, faults=plan.faults,
-        retries=options.retries, backup=options.backup, timeout=options.timeout,
-        local_workers=options.local_workers, panel_rows=options.panel_rows,
-        executor=options.executor,
+        rhs_key=plan.rhs_key, block_rows=plan.block_rows, dtype=plan.work,
+        run=_tasks.JobRun.of(options, plan.faults),
     )
     decode_key = f"polar-decode-{token}"
     layer[decode_key] = Task(
@@ -644,10 +642,8 @@ def _systematic_driver_layer(
     layer, data_keys = data_block_layer(a_keys, row_chunks, token, work if cast else None)
     spec = SystematicJobSpec(
         token=token, code=code, data_keys=data_keys, rhs_key=rhs_key,
-        block_rows=max(row_chunks), inner=inner, dtype=work, faults=faults,
-        retries=options.retries, backup=options.backup, timeout=options.timeout,
-        local_workers=options.local_workers, panel_rows=options.panel_rows,
-        executor=options.executor,
+        block_rows=max(row_chunks), inner=inner, dtype=work,
+        run=_tasks.JobRun.of(options, faults),
     )
     decode_key = f"polar-decode-{token}"
     layer[decode_key] = Task(
