@@ -16,6 +16,7 @@ distributed = pytest.importorskip("distributed")
 
 import dask_polar  # noqa: E402
 from dask_polar import coded_matmul  # noqa: E402
+from dask_polar.codes import PolarCode  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +239,20 @@ def test_systematic_polar_on_the_cluster_matches_numpy(client):
     assert time.perf_counter() - start < 10
     record = dask_polar.last_job()
     assert record.backend == "distributed" and record.code.endswith("systematic>")
+
+
+def test_cluster_layout_runs_a_systematic_codes_parity_at_lower_priority(client):
+    a = np.random.default_rng(0).standard_normal((128, 6))
+    b = np.random.default_rng(1).standard_normal((6, 5))
+    code = PolarCode(32, 16, systematic=True)
+    C = coded_matmul(da.from_array(a, chunks=(8, 6)), b, code=code, layout="cluster")
+    (layer,) = [layer for layer in C.dask.layers.values() if "priority" in (layer.annotations or {})]
+    priority = layer.annotations["priority"]
+    token = next(str(key[0])[len("polar-work-"):] for key in layer if str(key[0]).startswith("polar-work-"))
+    parity = sorted(set(range(32)) - set(code.info_set.tolist()))
+    assert priority((f"polar-work-{token}", parity[0])) == -1
+    assert priority((f"polar-work-{token}", int(code.info_set[0]))) is None  # data: default
+    np.testing.assert_allclose(C.compute(), a @ b, atol=1e-10)
+    # the butterfly has no data blocks as they are: no priorities
+    C = coded_matmul(da.from_array(a, chunks=(8, 6)), b, systematic=False, layout="cluster")
+    assert not [layer for layer in C.dask.layers.values() if "priority" in (layer.annotations or {})]

@@ -569,20 +569,40 @@ def product_layer(
         order=None if order is None else tuple(order),
     )
     placement: dict[Any, str] = {}
+    priorities: dict[Any, int] = {}
     if cluster:
         tasks, placement = cluster_layer(tasks, plan)
+        priorities = _parity_priorities(tasks, code, token)
     else:
         _driver_layer(tasks, plan)
-    return _annotated(tasks, placement, options, annotations, collection_annotations)
+    return _annotated(tasks, placement, options, annotations, collection_annotations, priorities)
+
+
+def _parity_priorities(tasks: dict[Any, Task], code: ErasureCode, token: str) -> dict[Any, int]:
+    """A systematic code's parity tasks in the cluster layout (its encode, work and result
+    panels) -> a lower scheduler priority: where workers are scarce the data blocks' own
+    products run first (and the parity's work tasks, once the job is decodable, return at
+    once)."""
+    layout = SystematicLayout.of(code)
+    if layout is None:
+        return {}
+    names = {f"polar-encode-{token}", f"polar-work-{token}", f"polar-result-{token}"}
+    return {
+        key: -1 for key in tasks
+        if isinstance(key, tuple) and key[0] in names and key[1] in layout.parity
+    }
 
 
 def _annotated(
     tasks: dict[Any, Task], placement: dict[Any, str], options: CodedOptions,
     annotations: dict[str, Any] | None, collection_annotations: dict[str, Any] | None,
+    priorities: dict[Any, int] | None = None,
 ) -> MaterializedLayer:
-    """The product's layer, annotated with its retries, its placement and the user's
-    ``annotations`` (which win)."""
+    """The product's layer, annotated with its retries, its placement, its tasks'
+    ``priorities`` and the user's ``annotations`` (which win)."""
     layer_annotations: dict[str, Any] = {"retries": options.retries}
+    if priorities:
+        layer_annotations["priority"] = priorities.get
     if placement:
         # evaluated per key where the graph is packed; None (the other keys) is no annotation
         layer_annotations["workers"] = placement.get

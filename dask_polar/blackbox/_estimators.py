@@ -325,7 +325,7 @@ class CodedGradient(_TaskGradient):
     >>> with CodedGradient(f, 4) as gradient:
     ...     g = gradient(np.ones(4))
     >>> gradient.code
-    <PolarCode n=8 k=4>
+    <PolarCode n=8 k=4 systematic>
     >>> bool(np.allclose(g, Q @ np.ones(4) + 1.0, atol=1e-6))
     True
     """
