@@ -25,6 +25,7 @@ results go to ``benchmarks/results/faults.json``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -99,7 +100,8 @@ def _pause_one_worker(client: Any, seconds: float, after: float) -> threading.Th
         time.sleep(after)
         os.kill(pid, signal.SIGSTOP)
         time.sleep(seconds)
-        os.kill(pid, signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):  # killed and restarted meanwhile
+            os.kill(pid, signal.SIGCONT)
 
     thread = threading.Thread(target=pause, daemon=True)
     thread.start()
@@ -154,6 +156,7 @@ def _cluster_section(quick: bool) -> dict[str, Any]:
                         error = "wrong result"
                     if pauser is not None:
                         pauser.join()
+                        client.wait_for_workers(WORKERS, timeout=120)  # a restarted one
                     times.append(seconds)
                     errors.append(error)
                 cell[method] = {"seconds": times, "median": float(np.median(times)),

@@ -7,6 +7,9 @@ at the cancel flag, so a job that waits for them takes their 30 s (or fails).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import threading
 import time
 
@@ -233,6 +236,50 @@ class TestCluster:
         with pytest.raises(CodedJobTimeout, match=r"still pending: \[5\]"):
             run_on(client, a, b, n=None, code="uncoded", timeout=3, stragglers=Faults(delays, mode="block"))
         assert 2 <= time.monotonic() - start <= 4
+
+    @pytest.mark.parametrize("timeout", [None, 4.0])
+    def test_a_paused_worker_does_not_hold_up_the_job(self, client, timeout):
+        """SIGSTOP the first worker that runs a work task, for longer than the job may take:
+        the job (or its timeout) ends within a few seconds of the pause, decoded or re-run
+        without it, and the worker is restarted."""
+        a, b = problem()
+        pids = client.run(os.getpid)
+        # every product takes 0.25 s (8 threads: a fault-free job takes ~1.5 s), so the
+        # pause comes while the work tasks run
+        stragglers = Faults(np.full(N, 0.25))
+        options = {}
+        if timeout is not None:  # and one task blocked past the deadline: the job cannot decode
+            stragglers = Faults(np.where(np.arange(K) == 5, BLOCK, 0.25), mode="block")
+            options = {"n": None, "code": "uncoded", "timeout": timeout}
+        A = da.from_array(a, chunks=(16, 24)).persist()
+        distributed.wait(A)
+        C = coded_matmul(A, b, stragglers=stragglers, n=options.pop("n", N), **options)
+        start = time.monotonic()
+        future = client.compute(C)
+        paused = None
+        try:
+            while paused is None and time.monotonic() - start < 10:
+                for address, keys in client.processing().items():
+                    if any("polar-work" in str(key) for key in keys):
+                        paused = pids[address]
+                        os.kill(paused, signal.SIGSTOP)
+                        break
+                time.sleep(0.02)
+            assert paused is not None, "no work task started"
+            if timeout is None:
+                np.testing.assert_allclose(future.result(timeout=BLOCK), a @ b, atol=1e-10)
+            else:
+                with pytest.raises(CodedJobTimeout):
+                    future.result(timeout=BLOCK)
+            elapsed = time.monotonic() - start
+        finally:
+            if paused is not None:
+                with contextlib.suppress(ProcessLookupError):  # killed by its nanny already
+                    os.kill(paused, signal.SIGCONT)
+        assert elapsed < (8 if timeout is None else timeout + 1.5), elapsed
+        removed = [event for _, event in client.get_events("polar")]
+        assert any(e["action"] == "remove-unresponsive" for e in removed)
+        client.wait_for_workers(4, timeout=60)
 
     def test_no_cancel_flags_are_left_on_the_scheduler(self, client):
         a, b = problem()

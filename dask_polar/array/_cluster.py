@@ -22,8 +22,9 @@ every work task, but a work task runs its product in a helper thread and returns
 result, within a cancel-poll of the decodable moment, whatever the product is doing. A work
 task whose product raises after ``retries`` attempts returns a failed outcome, an erasure;
 a lost worker's tasks run again elsewhere (Dask's rules). So a result is either right or
-the compute raises (`CodedJobError`, `CodedJobTimeout`). A paused worker's tasks never
-return: the job waits for it.
+the compute raises (`CodedJobError`, `CodedJobTimeout`). A worker that stops answering (a
+paused process, a frozen VM) while the job waits on it is removed from the scheduler after
+``polar.unresponsive`` seconds (`dask_polar.array._watch`), and its tasks run elsewhere.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from dask.task_spec import Task, TaskRef
+from dask.utils import parse_timedelta
 
+from .. import config
 from ..codes import ErasureCode, PolarCode
 from ..exceptions import CodedJobError, CodedJobTimeout, NotDecodableError
 from ..executors import WorkOutcome
@@ -50,6 +53,7 @@ from ..jobs import JobRecord, TaskRecord, notify, remember
 from ..stragglers.faults import FaultPlan
 from . import _tasks
 from ._scaling import Scales
+from ._watch import run_started
 
 if TYPE_CHECKING:
     from ._plan import ProductPlan
@@ -80,6 +84,11 @@ class ClusterJob:
     panel_rows: int | None
     timeout: float | None = None
     retries: int = 0
+    unresponsive: float | None = None  # seconds of silence before a worker is removed
+
+    @property
+    def start_key(self) -> str:
+        return f"polar-start-{self.token}"
 
     @property
     def work_name(self) -> str:
@@ -279,9 +288,11 @@ class _ClusterFlag:
         notify("on_decodable", record)
 
 
-def start(job: ClusterJob) -> float:
-    """The job's start (a root task, so it runs first): its time names this run for observers."""
-    started = time.time()
+def start(job: ClusterJob, keys: list[Any], outputs: list[Any]) -> float:
+    """The job's start (a root task, so it runs first): its time names this run (its cancel
+    flag, its deadline, its record). Kept on the scheduler with a watch over the run's tasks
+    ``keys`` until its ``outputs`` are done (`dask_polar.array._watch`)."""
+    started = run_started(job.start_key, keys, outputs, job.unresponsive)
     notify("on_start", job.record(started))
     return started
 
@@ -532,12 +543,12 @@ def cluster_layer(
         token=token, code=code, coded=tuple(sorted(coded_keys)), sources=encoded.sources,
         block_rows=block_rows, columns=columns, dtype=plan.work, faults=plan.faults,
         panel_rows=options.panel_rows, timeout=options.timeout, retries=options.retries,
+        unresponsive=unresponsive_seconds(),
     )
     scales = TaskRef(encoded.scales_key)
     bounds = panel_bounds(block_rows, columns, code.k, job.dtype.itemsize)
     panels = len(bounds) - 1
-    started = TaskRef(start_key := f"polar-start-{token}")
-    layer[start_key] = Task(start_key, start, job)
+    started = TaskRef(job.start_key)
     placement = dict(encoded.placement)
     located: dict[Any, str | None] = dict(zip(encoded.data_keys, homes or ()))
     located.update(placement)
@@ -579,4 +590,17 @@ def cluster_layer(
                 out, join_parts, scales, TaskRef((f"polar-direct-{token}", i)), i, rows,
                 col_bounds[c], col_bounds[c + 1], plan.dtype, *parts,
             )
+    outputs = [key for key in layer if isinstance(key, tuple) and key[0] == plan.out_name]
+    layer[job.start_key] = Task(job.start_key, start, job, list(layer), outputs)
     return layer, placement
+
+
+def unresponsive_seconds() -> float | None:
+    """``polar.unresponsive`` in seconds (None: off)."""
+    value = config.get("unresponsive")
+    if value is None or value is False:
+        return None
+    seconds = parse_timedelta(value, default="s")
+    if not seconds or seconds <= 0:
+        raise ValueError(f"polar.unresponsive must be a positive duration or null, got {value!r}")
+    return float(seconds)
