@@ -1,4 +1,5 @@
-"""What the layouts of one coded product share: its encode tasks and its `ProductPlan`."""
+"""What the layouts of one coded product share: the product as the graph gives it
+(`ProductSpec`), its encode tasks (`EncodedBlocks`) and its `ProductPlan`."""
 
 from __future__ import annotations
 
@@ -12,9 +13,74 @@ from ..codes import ErasureCode
 from ..stragglers.faults import FaultPlan
 
 if TYPE_CHECKING:
-    from .matmul import CodedOptions
+    from ._options import CodedOptions
 
-__all__ = ["EncodedBlocks", "ProductPlan"]
+__all__ = ["EncodedBlocks", "ProductPlan", "ProductSpec"]
+
+
+@dataclass(frozen=True)
+class ProductSpec:
+    """One coded product as the graph gives it, before any of its tasks is laid out.
+
+    Attributes
+    ----------
+    a_keys, b_keys : tuple of tuple of key
+        ``a_keys[i][j]`` and ``b_keys[j][c]``: the keys of ``A``'s and ``B``'s blocks (row,
+        inner and column block indices); ``A``'s row blocks are the ``k`` data blocks.
+    row_chunks, col_chunks : tuple of int
+        Rows of each of ``A``'s row blocks, columns of each output block.
+    dtype : numpy.dtype
+        The product's.
+    a_dtype : numpy.dtype or None
+        ``A``'s (None if unknown): when it differs from the work dtype, ``A``'s blocks are
+        cast before encoding.
+    inner : int
+        The inner dimension.
+    code : ErasureCode
+    faults : FaultPlan or None
+    options : CodedOptions
+    out_name : str
+        The output layer's name: its blocks are ``(out_name, i, c)``.
+    token : str
+        Names the product's tasks.
+    homes : tuple of (str or None), or None
+        The worker holding each of ``A``'s row blocks, when known.
+    """
+
+    a_keys: tuple[tuple[Any, ...], ...]
+    b_keys: tuple[tuple[Any, ...], ...]
+    row_chunks: tuple[int, ...]
+    col_chunks: tuple[int, ...]
+    dtype: np.dtype
+    a_dtype: np.dtype | None
+    inner: int
+    code: ErasureCode
+    faults: FaultPlan | None
+    options: CodedOptions
+    out_name: str
+    token: str
+    homes: tuple[str | None, ...] | None = None
+
+    @property
+    def work(self) -> np.dtype:
+        """The dtype the coded work runs in (`work_dtype`)."""
+        from ._scaling import work_dtype
+
+        return np.dtype(work_dtype(self.dtype))
+
+    @property
+    def cast(self) -> bool:
+        """Whether ``A``'s blocks are cast to the work dtype before they are used."""
+        return self.a_dtype is None or np.dtype(self.a_dtype) != self.work
+
+    @property
+    def col_bounds(self) -> list[int]:
+        """Column bounds of the output blocks."""
+        return _bounds(self.col_chunks)
+
+
+def _bounds(chunks: tuple[int, ...]) -> list[int]:
+    return np.concatenate([[0], np.cumsum(chunks)]).astype(int).tolist()
 
 
 @dataclass
@@ -97,4 +163,4 @@ class ProductPlan:
     @property
     def col_bounds(self) -> list[int]:
         """Column bounds of the output blocks."""
-        return np.concatenate([[0], np.cumsum(self.col_chunks)]).astype(int).tolist()
+        return _bounds(self.col_chunks)

@@ -24,23 +24,15 @@ from dask.task_spec import Alias
 from .._validation import check_int
 from ..codes import ErasureCode
 from ..codes._base import check_dtype
-from ..executors.local import ExecutorBackend, ThreadBackend
+from ..executors.local import ExecutorBackend, ThreadBackend, default_client
 from ..jobs import JobRecord, find_job
-from . import _tasks
-from ._scaling import Scales, block_stats, peak_exponent, work_dtype
 from ..stragglers.faults import fault_plan
-from .matmul import CodedOptions, _as_matrix, _split, encode_layer
+from . import _tasks
+from ._encode import encode_layer
+from ._options import CodedOptions, as_matrix, split_rows
+from ._scaling import Scales, block_stats, peak_exponent, work_dtype
 
 __all__ = ["CodedMatrix"]
-
-
-def _current_client() -> Any:
-    try:
-        from distributed import default_client
-
-        return default_client()
-    except (ImportError, ValueError):
-        return None
 
 
 class CodedMatrix:
@@ -85,7 +77,7 @@ class CodedMatrix:
 
     def __init__(self, A: Any, *, k: int | None = None, client: Any = None, **options: Any) -> None:
         self.options = CodedOptions.resolve(**options)
-        source = _as_matrix("A", A)
+        source = as_matrix("A", A)
         check_dtype("A", source.dtype)  # encoded once in its own dtype, for any x
         m, p = source.shape
         k = source.numblocks[0] if k is None else check_int("k", k, minimum=1)
@@ -95,7 +87,7 @@ class CodedMatrix:
         self.code: ErasureCode = self.options.make_code(k)
         self.shape = (m, p)
         self.dtype = source.dtype
-        self._row_chunks = source.chunks[0] if k == source.numblocks[0] else _split(m, k)
+        self._row_chunks = source.chunks[0] if k == source.numblocks[0] else split_rows(m, k)
         rows = source.rechunk((self._row_chunks, (p,)))
         token = tokenize(rows.name, repr(self.code), getattr(self.code, "info_set", None))
         self._token = token
@@ -122,7 +114,7 @@ class CodedMatrix:
 
         self._client = None
         if self.options.executor is None:
-            self._client = client if client is not None else _current_client()
+            self._client = client if client is not None else default_client()
         if self._client is not None:
             from ..executors.distributed import DistributedBackend
 

@@ -31,7 +31,9 @@ from .. import config
 from ..codes._base import check_dtype
 from ._annotations import keep_annotations
 from ..stragglers.faults import fault_plan
-from .matmul import CodedOptions, product_layer
+from ._options import CodedOptions
+from ._plan import ProductSpec
+from .matmul import product_layer
 
 __all__ = ["optimize", "enable", "disable", "coded", "enabled"]
 
@@ -195,16 +197,19 @@ def _coded_layer(
     row_chunks, col_chunks = out_ann["chunks"]
     rows, inner = layer.numblocks[a_name]
     _, cols = layer.numblocks[b_name]
-    a_keys = [[(a_name, i, j) for j in range(inner)] for i in range(rows)]
-    b_keys = [[(b_name, j, c) for c in range(cols)] for j in range(inner)]
+    a_keys = tuple(tuple((a_name, i, j) for j in range(inner)) for i in range(rows))
+    b_keys = tuple(tuple((b_name, j, c) for c in range(cols)) for j in range(inner))
     code = options.make_code(rows)
     faults = fault_plan(options.stragglers, code.n, options.seed)
     token = tokenize(out_name, repr(code), getattr(code, "info_set", None), faults, options)
+    spec = ProductSpec(
+        a_keys=a_keys, b_keys=b_keys, row_chunks=tuple(row_chunks), col_chunks=tuple(col_chunks),
+        dtype=np.dtype(out_ann["dtype"]), a_dtype=a_dtype,
+        inner=int(sum(layer.collection_annotations["chunks"][1])), code=code, faults=faults,
+        options=options, out_name=out_name, token=token,
+    )
     return product_layer(
-        a_keys, b_keys, tuple(row_chunks), tuple(col_chunks), np.dtype(out_ann["dtype"]),
-        code, faults, options, out_name, token,
-        a_dtype=a_dtype, inner=int(sum(layer.collection_annotations["chunks"][1])),
-        annotations=dict(annotations or {}), collection_annotations=out_ann,
+        spec, annotations=dict(annotations or {}), collection_annotations=out_ann
     )
 
 

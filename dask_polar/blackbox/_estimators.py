@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_int, check_real
-from ..array.coded_matrix import _current_client
-from ..array.matmul import CodedOptions, _split
-from ..executors.cooperative import CooperativeTask
-from ..stragglers.faults import fault_plan
+from ..array import CodedOptions, split_rows
 from ..codes import ErasureCode, PolarCode, UncodedCode
 from ..executors import ExecutorBackend, ThreadBackend, WorkOutcome, run_early_completion
+from ..executors.cooperative import CooperativeTask
+from ..executors.local import default_client
 from ..jobs import JobRecord, find_job
+from ..stragglers.faults import fault_plan
 
 __all__ = [
     "CodedGradient",
@@ -142,7 +142,7 @@ class _TaskGradient:
         self._calls = itertools.count()
         self._token = f"{self.prefix}-{uuid.uuid4().hex[:16]}"
         if self.options.executor is None:
-            client = client if client is not None else _current_client()
+            client = client if client is not None else default_client()
         else:
             client = None
         if client is not None:
@@ -350,7 +350,7 @@ class CodedGradient(_TaskGradient):
             raise ValueError(f"k must be <= dim ({dim}), got {self.k}")
         options["code"] = code
         super().__init__(f, dim, h=h, batch=batch, client=client, options=options)
-        sizes = _split(dim, self.k)
+        sizes = split_rows(dim, self.k)
         self._starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self._sizes = np.asarray(sizes, dtype=np.int64)
         self._width = int(self._sizes.max())

@@ -183,6 +183,16 @@ class ThreadBackend(ExecutorBackend):
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
+def default_client() -> Any:
+    """The default dask.distributed client of this process, or None."""
+    try:
+        from distributed import default_client as distributed_default_client
+
+        return distributed_default_client()
+    except (ImportError, ValueError):
+        return None
+
+
 @contextlib.contextmanager
 def open_backend(
     executor: cf.Executor | None, local_workers: int, client: Any = None
