@@ -7,17 +7,22 @@ What is measured (DESIGN.md section 4: ratios measured side by side in one run):
   ``LocalCluster(n_workers=4, threads_per_worker=2, processes=True)``; polar with n = 2k.
 * Faults (`dask_polar.stragglers.Faults`), none of which polls the cancel flag:
   ``block1`` / ``block3``: one or three coded tasks blocked in ``time.sleep`` (30 s; quick:
-  10 s); ``fail1``: one task raising on every attempt; ``pause``: one worker process
-  stopped with SIGSTOP for 20 s (quick: 8 s) right after the encode, then resumed.
+  10 s); ``fail1``: one task raising on every attempt; ``busy``: every task of every
+  method spends 0.25 s in ``time.sleep``; ``pause``: as ``busy``, and the first worker
+  process seen running a work task is stopped with SIGSTOP for 20 s (quick: 8 s), then
+  resumed (if it is still there: ``polar.unresponsive`` has it removed and restarted).
 * Methods: polar (median of >= 5 trials per fault), and beside it what the same fault costs
   without a code (one trial each, since each waits the whole block): plain Dask (its row
   block 0's product blocks, or raises) and ``code="uncoded"``.
 * On threads (the default scheduler) the same faults at the demo's shape (A 256 MiB in
   32 row blocks, B 16 columns; quick: 64 MiB), polar against its own fault-free run.
+* On the local Lambda service (`dask_polar.serverless.local`, S3 in SeaweedFS) with 32
+  functions: one function blocked, polar (n = 32, k = 16) against its fault-free run.
 
 Targets (issue 18; printed PASS/MISS, not raised): on the cluster, one or three blocked
 tasks cost polar at most 1.5x its fault-free time and at most 3 s; one failing task at
-most 1.5x; the paused worker at most 2x and 4 s. On threads the same targets.
+most 1.5x; the paused worker at most 2x the ``busy`` time and 4 s. On threads the same
+targets (no pause); on Lambda, one blocked function at most 1.5x.
 
 Run it with ``python -m benchmarks --quick faults`` or ``python -m benchmarks faults``;
 results go to ``benchmarks/results/faults.json``.
@@ -41,16 +46,22 @@ SEED = 20_261_202
 K, N, Q = 32, 64, 64
 WORKERS = 4
 MODE = "block"
+#: Seconds every task of every method spends (in ``time.sleep``) in the ``busy`` and ``pause``
+#: scenarios, so that a worker can be paused while it runs work tasks.
+BUSY = 0.25
 
 
-def _faults(kind: str, block: float, code_n: int) -> Any:
-    """The `Faults` of one scenario for a job of ``code_n`` tasks (None: no injected fault)."""
+def _faults(kind: str, block: float, code_n: int, k: int = K) -> Any:
+    """The `Faults` of one scenario for a job of ``code_n`` tasks over ``k`` data blocks
+    (None: no injected fault)."""
     from dask_polar.array.matmul import make_code
     from dask_polar.stragglers import Faults
 
-    if kind in ("none", "pause"):
+    if kind == "none":
         return None
-    code = make_code("polar", K, n=code_n) if code_n > K else None
+    if kind in ("busy", "pause"):  # every task busy for BUSY seconds (no flag looked at)
+        return Faults(np.full(code_n, BUSY), mode=MODE)
+    code = make_code("polar", k, n=code_n) if code_n > k else None
     count = {"block1": 1, "block3": 3, "fail1": 1}[kind]
     rng = np.random.default_rng(SEED)
     while True:  # faults a polar code can absorb (the uncoded job cannot absorb any)
@@ -68,7 +79,9 @@ def _faults(kind: str, block: float, code_n: int) -> Any:
 
 def _plain_block(a: np.ndarray, b: np.ndarray, kind: str, block: float, block_info: Any = None):
     """Plain Dask's row-block product with row block 0's fault injected."""
-    if block_info[0]["chunk-location"][0] == 0:
+    if kind in ("busy", "pause"):
+        time.sleep(BUSY)
+    elif block_info[0]["chunk-location"][0] == 0:
         if kind == "fail1":
             raise RuntimeError("injected failure of row block 0")
         if kind.startswith("block"):
@@ -82,7 +95,7 @@ def _product(method: str, A: Any, B: Any, kind: str, block: float) -> Any:
     from dask_polar import coded_matmul
 
     if method == "plain":
-        if kind in ("none", "pause"):
+        if kind == "none":
             return A @ B
         return da.map_blocks(
             _plain_block, A, B, kind, block, chunks=(A.chunks[0], B.chunks[1]), dtype=A.dtype
@@ -91,17 +104,23 @@ def _product(method: str, A: Any, B: Any, kind: str, block: float) -> Any:
     return coded_matmul(A, B, code=method, n=n, stragglers=_faults(kind, block, n))
 
 
-def _pause_one_worker(client: Any, seconds: float, after: float) -> threading.Thread:
-    """SIGSTOP one worker process ``after`` seconds from now, SIGCONT it ``seconds`` later."""
-    pids = sorted(client.run(os.getpid).items())
-    pid = pids[-1][1]
+def _pause_first_worker_at_work(
+    client: Any, pids: dict[str, int], seconds: float
+) -> threading.Thread:
+    """SIGSTOP the first worker process seen running a work task (a coded job's
+    ``polar-work`` or plain Dask's row-block product), SIGCONT it ``seconds`` later."""
 
     def pause() -> None:
-        time.sleep(after)
-        os.kill(pid, signal.SIGSTOP)
-        time.sleep(seconds)
-        with contextlib.suppress(ProcessLookupError):  # killed and restarted meanwhile
-            os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for address, keys in client.processing().items():
+                if any("polar-work" in str(key) or "_plain_block" in str(key) for key in keys):
+                    os.kill(pids[address], signal.SIGSTOP)
+                    time.sleep(seconds)
+                    with contextlib.suppress(ProcessLookupError):  # killed and restarted
+                        os.kill(pids[address], signal.SIGCONT)
+                    return
+            time.sleep(0.01)
 
     thread = threading.Thread(target=pause, daemon=True)
     thread.start()
@@ -137,19 +156,19 @@ def _cluster_section(quick: bool) -> dict[str, Any]:
         wait([A, B])
         expected = (A @ B).compute()
         results: dict[str, dict[str, Any]] = {}
-        for kind in ("none", "block1", "block3", "fail1", "pause"):
+        for kind in ("none", "block1", "block3", "fail1", "busy", "pause"):
             cell: dict[str, Any] = {}
             for method in ("polar", "plain", "uncoded"):
                 repeats = trials if method == "polar" else 1
-                if method != "polar" and kind == "none":
+                if method != "polar" and kind in ("none", "busy"):
                     repeats = trials
                 times, errors = [], []
                 for _ in range(repeats):
                     C = _product(method, A, B, kind, block)
                     pauser = None
                     if kind == "pause":
-                        # the encode takes ~0.3 s here: pause once the work tasks run
-                        pauser = _pause_one_worker(client, pause, after=0.4 if quick else 1.0)
+                        pids = client.run(os.getpid)
+                        pauser = _pause_first_worker_at_work(client, pids, pause)
                     holder: list[Any] = []
                     seconds, error = _time(lambda: holder.append(C.compute()))
                     if error is None and not np.allclose(holder[0], expected):
@@ -184,18 +203,60 @@ def _threads_section(quick: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"A_MiB": a.nbytes / 2**20, "block_seconds": block, "mode": MODE,
                            "results": {}}
     for kind in ("none", "block1", "block3", "fail1"):
-        times = []
-        for _ in range(5):
-            C = coded_matmul(A, b, n=N, stragglers=_faults(kind, block, N))
-            holder: list[Any] = []
-            seconds, error = _time(lambda: holder.append(C.compute()))
-            if error is None and not np.allclose(holder[0], expected):
-                error = "wrong result"
-            if error:
-                raise RuntimeError(f"threads {kind}: {error}")
-            times.append(seconds)
-        out["results"][kind] = {"seconds": times, "median": float(np.median(times))}
-        print(f"  threads {kind:<7} polar    median {np.median(times):6.2f} s", flush=True)
+        out["results"][kind] = _polar_trials(
+            "threads", kind, lambda: coded_matmul(A, b, n=N, stragglers=_faults(kind, block, N)),
+            expected, trials=5,
+        )
+    return out
+
+
+def _polar_trials(section: str, kind: str, product: Any, expected: np.ndarray, trials: int) -> dict:
+    """Times of ``trials`` computes of ``product()``, each checked against ``expected``."""
+    times = []
+    for _ in range(trials):
+        C = product()
+        holder: list[Any] = []
+        seconds, error = _time(lambda: holder.append(C.compute()))
+        if error is None and not np.allclose(holder[0], expected):
+            error = "wrong result"
+        if error:
+            raise RuntimeError(f"{section} {kind}: {error}")
+        times.append(seconds)
+    print(f"  {section:<7} {kind:<7} polar    median {np.median(times):6.2f} s", flush=True)
+    return {"seconds": times, "median": float(np.median(times))}
+
+
+def _lambda_section(quick: bool) -> dict[str, Any]:
+    """One function blocked (``mode="block"``) among 32 on the local Lambda service (S3 in
+    SeaweedFS), polar n = 32, k = 16, against the same job without faults."""
+    import dask.array as da
+
+    from dask_polar import coded_matmul
+    from dask_polar.serverless.local import local_serverless
+
+    functions, k, trials = 32, 16, 5
+    block = 10.0 if quick else 30.0
+    rng = np.random.default_rng(SEED)
+    a, b = rng.standard_normal((4096, 256)), rng.standard_normal((256, 16))
+    A = da.from_array(a, chunks=(4096 // k, 256))
+    expected = a @ b
+    # a blocked function holds its environment (and a client thread) for the whole block
+    slots = functions + trials
+    out: dict[str, Any] = {"functions": functions, "k": k, "block_seconds": block,
+                           "trials": trials, "mode": MODE, "results": {}}
+    with local_serverless(s3="seaweedfs", concurrency=slots, timeout=120) as local:
+        local.lambda_service.prewarm(local.function_name, slots)
+        with local.executor(max_concurrency=slots, poll_interval=0.05) as ex:
+            coded_matmul(A, b, n=functions, executor=ex).compute()  # warm the session
+            for kind in ("none", "block1"):
+                out["results"][kind] = _polar_trials(
+                    "lambda", kind,
+                    lambda: coded_matmul(
+                        A, b, n=functions, executor=ex,
+                        stragglers=_faults(kind, block, functions, k),
+                    ),
+                    expected, trials,
+                )
     return out
 
 
@@ -206,11 +267,11 @@ def _verdicts(section: dict[str, Any], name: str, limits: dict[str, tuple[float,
         cell = results[kind]
         return cell["polar"]["median"] if "polar" in cell else cell["median"]
 
-    base = polar("none")
     verdicts = {}
     for kind, (ratio_limit, seconds_limit) in limits.items():
         if kind not in results:
             continue
+        base = polar("busy" if kind == "pause" else "none")  # the same job without the pause
         ratio, seconds = polar(kind) / base, polar(kind)
         ok = ratio <= ratio_limit and seconds <= seconds_limit
         verdicts[kind] = {"ratio": ratio, "seconds": seconds, "pass": ok}
@@ -224,9 +285,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     print(f"faults injected with mode={MODE!r} (they never look at the cancel flag)")
     cluster = _cluster_section(quick)
     threads = _threads_section(quick)
+    serverless = _lambda_section(quick)
     limits = {"block1": (1.5, 3.0), "block3": (1.5, 3.0), "fail1": (1.5, np.inf),
               "pause": (2.0, 4.0)}
     print("targets:")
     cluster["verdicts"] = _verdicts(cluster, "cluster", limits)
     threads["verdicts"] = _verdicts(threads, "threads", limits)
-    return {"cluster": cluster, "threads": threads}
+    serverless["verdicts"] = _verdicts(serverless, "lambda", {"block1": (1.5, 3.0)})
+    return {"cluster": cluster, "threads": threads, "lambda": serverless}
