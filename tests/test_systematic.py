@@ -110,17 +110,25 @@ def test_no_gap_no_parity():
     assert sorted(record.used) == sorted(LAYOUT.plain)
 
 
-def test_parity_fills_the_idle_fraction_of_the_cores_once_the_gap_lasts():
+def test_once_the_gap_lasts_the_fewest_parity_that_decode_run_in_it():
     straggler = int(CODE.info_set[0])
+    block = LAYOUT.plain[straggler]
     gate = threading.Event()
-    # idle windows: one gap window is not enough; the second releases the idle fraction,
-    # 0.8 / 2 cores of the parity, rounded up
+    # idle windows: one gap window is not enough; from the second on, the parity that decodes
+    # without the straggler (late once it runs for MIN_LATE) is released
     backend = ScriptedBackend(idle=[None, 0.8, 0.0, 0.8, 0.8], rest=0.8)
     out, record, data = _job(backend, slow={straggler}, gate=gate)
     np.testing.assert_allclose(out, data, atol=1e-12)
     background = [j for j, bg in backend.submitted if bg]
-    assert background and background == PARITY[: len(background)]  # cheapest first
-    assert len(background) >= math.ceil(0.4 * len(PARITY))
+    involving = [j for j in PARITY if block in LAYOUT.parity[j][1]]
+    assert background and background[0] == involving[0]  # the cheapest one that helps
+    mask = np.zeros(CODE.n, bool)
+    mask[[j for j in LAYOUT.plain if j != straggler]] = True
+    mask[background] = True
+    assert CODE.decodable(mask)
+    mask[background[-1]] = False
+    assert not CODE.decodable(mask)  # no more than it takes
+    assert len(background) < len(PARITY)
     foreground = [j for j, bg in backend.submitted if not bg]
     assert sorted(foreground) == sorted(LAYOUT.plain)
     assert backend.submitted.index((background[0], True)) > len(foreground) - 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -141,10 +140,11 @@ def run_early_completion(
         the order to launch them (cheapest first): they are submitted after the others
         and at low priority (``backend.submit(..., background=True)``). A backend that
         measures its spare cores (``idle_cores()`` and ``cores``, the thread pool) gets
-        them only into the gaps: the idle fraction of the cores' worth once they sit idle
-        (`GAP_CORES` over `GAP_WINDOWS` measuring windows), as many as make the job
-        decodable again when a task fails, and all once nothing else is pending. So they
-        cost nothing when no task straggles.
+        them only into the gaps: once its cores sit idle (`GAP_CORES` over `GAP_WINDOWS`
+        measuring windows), the fewest that decode with the results received (cheapest
+        first, among those that involve a block still undetermined); as many as make the job
+        decodable again when a task fails; and all once nothing else is pending. So they
+        cost nothing when no task straggles, and little when a few do.
     decoder : optional
         What collects the results and decodes them, with `IncrementalDecoder`'s interface
         (``decodable``, ``received``, ``mask``, ``add``, ``update``, ``result``) and an
@@ -220,6 +220,33 @@ def run_early_completion(
             for j in launching:
                 launch(j)
 
+        def release_needed() -> None:
+            """Launch, into idle cores, the deferred tasks that the results received and
+            the pending tasks not yet late need to decode: of those that involve a data
+            block the rest leaves undetermined, the cheapest first, until they decode (or
+            none is left). Late: running for 4x the median task so far (`MIN_LATE` at
+            least)."""
+            chosen = np.array(decoder.mask, dtype=bool)
+            now = time.time() - t0
+            late = max(4 * float(np.median(durations)) if durations else 0.0, MIN_LATE)
+            for j in set(pending.values()):
+                if now - first_submitted[j] <= late:
+                    chosen[j] = True
+            picks = []
+            while (missing := list(code.missing(chosen))) and len(picks) < len(deferred):
+                useful = next(
+                    (j for j in deferred if not chosen[j] and generator[j, missing].any()), None
+                )
+                if useful is None:
+                    break
+                picks.append(useful)
+                chosen[useful] = True
+            if picks:
+                logger.debug("job %s: launching background tasks %s", record.token, picks)
+            for j in picks:
+                deferred.remove(j)
+                launch(j)
+
         def cover() -> None:
             """Launch deferred tasks until the received and pending ones can decode again
             (a task failed)."""
@@ -246,6 +273,7 @@ def run_early_completion(
             return code.decodable(reachable)
 
         deferred = [int(j) for j in background if tasks[int(j)].status != "zero"]
+        generator = code.generator if deferred else None
         for j in code.launch_order():
             if int(j) not in in_background and tasks[j].status != "zero":
                 launch(int(j))
@@ -322,8 +350,8 @@ def run_early_completion(
                 if deferred and not decoder.decodable:
                     if lost:
                         cover()
-                    if gaps is not None:
-                        release(math.ceil(gaps() * len(deferred)))
+                    if gaps is not None and gaps() > 0:
+                        release_needed()
                 if lost and not decoder.decodable and not reachable_decodable():
                     retry()
                 if backup is not None and not decoder.decodable:
@@ -367,6 +395,9 @@ def run_early_completion(
 
 #: Idle cores that show a gap for background tasks: foreground tasks are blocked (in I/O,
 #: in a C call, in an injected delay, on a paused worker) or done while others are not.
+#: Seconds a task may run before `run_early_completion` counts it as stuck (at least; else
+#: 4x the median task so far) when idle cores call for background tasks.
+MIN_LATE = 0.05
 GAP_CORES = 0.75
 #: Consecutive measuring windows (20 ms each on the thread pool) that must show the gap:
 #: tasks that are still starting up look idle for a moment.
