@@ -405,10 +405,9 @@ GAP_WINDOWS = 2
 
 
 class _Gaps:
-    """How much of the background a backend's idle cores have room for (``__call__``): the
-    idle fraction of its cores, once `GAP_CORES` have been idle over `GAP_WINDOWS`
-    consecutive measuring windows (``backend.idle_cores()``, None while a window lasts);
-    else 0. Cores idle because every task waits (on I/O, a remote worker, an injected
+    """Whether a backend's cores have room for background tasks (``__call__``): the idle
+    fraction of its cores, once `GAP_CORES` have been idle over `GAP_WINDOWS` consecutive
+    measuring windows (``backend.idle_cores()``, None while a window lasts); else 0. Cores idle because every task waits (on I/O, a remote worker, an injected
     delay) release it all: background work there costs nothing."""
 
     def __init__(self, idle_cores: Callable[[], float | None], cores: int) -> None:
