@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from ._validation import cli_int, cli_writable_path
 from .serverless import cli as serverless_cli
 from .simulate import cli as simulate_cli
 
@@ -42,15 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         help="matmul (default): the methods side by side; codes: the codes alone; "
         "adversarial: a black-box attack on a digit classifier with coded gradients",
     )
-    demo.add_argument("--k", type=int, default=None, help="data blocks")
-    demo.add_argument("--trials", type=int, default=None)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--k", type=cli_int(1), default=None, help="data blocks")
+    demo.add_argument("--trials", type=cli_int(1), default=None)
+    demo.add_argument("--seed", type=cli_int(0), default=0)
     demo.add_argument(
         "--cluster", action="store_true",
         help="matmul: on a LocalCluster (cluster layout) instead of the threads scheduler",
     )
     demo.add_argument(
-        "--plot", default=None,
+        "--plot", type=cli_writable_path, default=None,
         help="where to write the plot (default: dask_polar_demo.png; adversarial: "
         "dask_polar_adversarial.png)",
     )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import numbers
+import os
 import reprlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -18,6 +20,9 @@ __all__ = [
     "check_real",
     "check_seed",
     "check_shape",
+    "cli_int",
+    "cli_positive",
+    "cli_writable_path",
 ]
 
 
@@ -28,13 +33,21 @@ def check_bool(name: str, value: object) -> bool:
     return bool(value)
 
 
-def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
-    """Return ``value`` as an int, or raise naming ``name``."""
+def check_int(
+    name: str, value: object, *, minimum: int | None = None, maximum: int | None = None,
+    limit: str = "",
+) -> int:
+    """Return ``value`` as an int in ``[minimum, maximum]``, or raise naming ``name`` (and
+    ``limit``, what sets the maximum)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     value = int(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(
+            f"{name} must be <= {maximum}{f' ({limit})' if limit else ''}, got {value}"
+        )
     return value
 
 
@@ -151,3 +164,47 @@ def as_index_mask(name: str, received: object, n: int) -> np.ndarray:
             raise ValueError(f"index in {name} must be in [0, {n}), got {index}")
         mask[index] = True
     return mask
+
+
+# -- argparse types: a bad command-line value is a usage error naming the option, not a traceback
+
+
+def cli_int(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer in ``[minimum, maximum]``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def cli_positive(text: str) -> float:
+    """An argparse ``type``: a finite number ``> 0``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def cli_writable_path(text: str) -> str:
+    """An argparse ``type``: a file path whose directory exists and is writable (checked
+    before a long run, not after it)."""
+    directory = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(directory):
+        raise argparse.ArgumentTypeError(f"directory {directory!r} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise argparse.ArgumentTypeError(f"directory {directory!r} is not writable")
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory")
+    return text

@@ -15,8 +15,9 @@ def test_yaml_defaults_are_exactly_the_options():
     path = pathlib.Path(dask_polar.__file__).with_name("polar.yaml")
     keys = set(yaml.safe_load(path.read_text())["polar"])
     options = {name.replace("_", "-") for name in CodedOptions.__dataclass_fields__} - {"n"}
-    # min-size is the rewrite's, unresponsive the cluster watch's: neither is a product option
-    assert keys == options | {"min-size", "unresponsive"}
+    # min-size is the rewrite's, unresponsive the cluster watch's, max-tasks a limit of
+    # make_code's: none is a product option
+    assert keys == options | {"min-size", "unresponsive", "max-tasks"}
 
 
 def test_defaults_are_loaded_and_keywords_win():

@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -335,6 +336,11 @@ def test_a_closed_coded_matrix_refuses_to_multiply():
         ({"redundancy": 1e9}, ValueError, "redundancy must be between 1 and 64"),
         ({"redundancy": "2"}, TypeError, "redundancy must be a real number"),
         ({"stragglers": "slow"}, TypeError, "stragglers must be a Faults, a RuntimeModel"),
+        # issue 21, point 6: were "could not convert string to float", an AttributeError at
+        # compute, and accepted
+        ({"runtimes": "abc"}, TypeError, "runtimes must be finish-time samples"),
+        ({"executor": object()}, TypeError, "executor must be a concurrent.futures.Executor"),
+        ({"backup": float("nan")}, ValueError, "backup must be a factor > 1"),
     ],
 )
 def test_enable_and_coded_matmul_check_their_options_at_the_call(options, error, match):
@@ -344,3 +350,29 @@ def test_enable_and_coded_matmul_check_their_options_at_the_call(options, error,
     assert not dask_polar.enabled()
     with pytest.raises(error, match=match):
         coded_matmul(np.ones((8, 2)), np.ones((2, 2)), **options)
+
+
+@pytest.mark.parametrize(
+    "options", [{"code": "mds", "n": 10**6}, {"n": 2**30}, {"code": "replication", "n": 8 * 10**6}],
+)
+def test_the_number_of_coded_tasks_is_bounded_before_any_work(options):
+    # issue 21, point 5: code="mds", n=10**6 hung building its generator
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"n must be <= 4096 \(polar.max-tasks\)"):
+        coded_matmul(np.ones((8, 2)), np.ones((2, 2)), **options)
+    assert time.monotonic() - start < 1
+    with dask.config.set({"polar.max-tasks": 8}), pytest.raises(ValueError, match="got 16"):
+        coded_matmul(np.ones((8, 2)), np.ones((2, 2)), k=8)  # the default n = 2k = 16
+
+
+def test_the_rewrite_leaves_a_product_with_too_many_row_blocks_to_dask(caplog):
+    x = da.ones((64, 4), chunks=(4, 4))
+    with dask.config.set({"polar.max-tasks": 8}), caplog.at_level("INFO", logger="dask_polar"):
+        with dask_polar.coded(min_size=0):
+            np.testing.assert_allclose((x @ np.ones((4, 2))).compute(), np.full((64, 2), 4.0))
+    assert "polar.max-tasks" in caplog.text and "rewrite failed" not in caplog.text
+
+
+def test_an_object_array_is_named_by_its_dtype():
+    with pytest.raises(TypeError, match="A must have a numeric dtype, got object"):
+        coded_matmul(np.array([[1, None]], dtype=object), np.ones((2, 1)))

@@ -22,6 +22,7 @@ from ..codes import (
     ReplicationCode,
     UncodedCode,
 )
+from ..codes.construction import check_runtimes
 from ..stragglers.faults import as_faults
 
 __all__ = [
@@ -79,31 +80,46 @@ def make_code(
     redundancy = _check_redundancy(config.get("redundancy", redundancy))
     if code != "polar" and (straggler_prob is not None or runtimes is not None):
         raise ValueError("straggler_prob and runtimes design polar codes only")
+    max_tasks = check_int("polar.max-tasks", config.get("max-tasks"), minimum=1)
+
+    def bounded(count: int, what: str = "n") -> int:
+        """``count`` coded tasks, if no more than ``polar.max-tasks`` (checked before the
+        code is built: a dense code of a million rows would not finish building)."""
+        return check_int(what, count, minimum=k, maximum=max_tasks, limit="polar.max-tasks")
+
     if n is not None:
-        n = check_int("n", n, minimum=k)
+        n = bounded(n)
     if code == "polar":
         if n is None:
             n = 1 << max(0, math.ceil(math.log2(math.ceil(redundancy * k - 1e-9))))
+            bounded(n, f"n (the next power of two >= redundancy x k = {redundancy:g} x {k})")
         return PolarCode(
             n, k, straggler_prob=straggler_prob, runtimes=runtimes, systematic=systematic
         )
     if code == "mds":
-        return MDSCode(n if n is not None else max(k, round(redundancy * k)), k)
+        return MDSCode(n if n is not None else bounded(max(k, round(redundancy * k))), k)
     if code == "replication":
         if n is not None and n % k:
             raise ValueError(f"replication needs n to be a multiple of k={k}, got n={n}")
-        return ReplicationCode(k, n // k if n is not None else max(1, round(redundancy)))
+        replicas = n // k if n is not None else max(1, round(redundancy))
+        bounded(k * replicas)
+        return ReplicationCode(k, replicas)
     if code == "uncoded":
         if n is not None and n != k:
             raise ValueError(f"uncoded has n = k = {k}, got n={n}")
-        return UncodedCode(k)
+        return UncodedCode(bounded(k, "k"))
     made = LocalProductCode(k)
+    bounded(made.n)
     if n is not None and n != made.n:
         raise ValueError(f"local-product with k={k} has n={made.n}, got n={n}")
     return made
 
 
 def as_matrix(name: str, x: Any) -> da.Array:
+    """``x`` as a 2-D dask array of a numeric dtype with numpy chunks of known sizes, or a
+    TypeError/ValueError naming ``name``."""
+    if getattr(x, "dtype", None) == object:  # before da.asarray, which would blame the type
+        raise TypeError(f"{name} must have a numeric dtype, got object")
     if not isinstance(x, da.Array):
         try:
             x = da.asarray(x)
@@ -192,6 +208,8 @@ class CodedOptions:
         if values["systematic"] is not None:
             values["systematic"] = check_bool("systematic", values["systematic"])
         as_faults(values["stragglers"])  # its type now; its length once n is known
+        if values["runtimes"] is not None:
+            check_runtimes(values["runtimes"])
         values["seed"] = check_int("seed", values["seed"], minimum=0)
         values["retries"] = check_int("retries", values["retries"], minimum=0)
         for name in ("local_workers", "panel_rows"):
@@ -199,9 +217,18 @@ class CodedOptions:
                 values[name] = check_int(name, values[name], minimum=1)
         if values["layout"] not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {values['layout']!r}")
+        executor = values["executor"]
+        if executor is not None and not callable(getattr(executor, "submit", None)):
+            raise TypeError(
+                "executor must be a concurrent.futures.Executor (an object with submit), "
+                f"got {type(executor).__name__}"
+            )
         backup = values["backup"]
         if backup is not None:
-            if isinstance(backup, bool) or not isinstance(backup, numbers.Real) or backup <= 1:
+            if (
+                isinstance(backup, bool) or not isinstance(backup, numbers.Real)
+                or not math.isfinite(backup) or backup <= 1
+            ):
                 raise ValueError(f"backup must be a factor > 1 (e.g. 3.0), got {backup!r}")
             values["backup"] = float(backup)
         if values["timeout"] is not None:

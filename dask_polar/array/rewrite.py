@@ -199,7 +199,11 @@ def _coded_layer(
     _, cols = layer.numblocks[b_name]
     a_keys = tuple(tuple((a_name, i, j) for j in range(inner)) for i in range(rows))
     b_keys = tuple(tuple((b_name, j, c) for c in range(cols)) for j in range(inner))
-    code = options.make_code(rows)
+    try:
+        code = options.make_code(rows)
+    except ValueError as error:  # e.g. more row blocks than polar.max-tasks: Dask's product
+        logger.info("dask_polar: skipping %s: %s", out_name, error)
+        return None
     faults = fault_plan(options.stragglers, code.n, options.seed)
     token = tokenize(out_name, repr(code), getattr(code, "info_set", None), faults, options)
     spec = ProductSpec(

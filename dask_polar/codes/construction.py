@@ -27,6 +27,7 @@ import numpy as np
 from .._validation import check_power_of_two, check_probability
 
 __all__ = [
+    "check_runtimes",
     "polarize",
     "erasure_probabilities",
     "polarized_cdfs",
@@ -118,6 +119,13 @@ def polarized_cdfs(cdf_values: np.ndarray, n: int) -> np.ndarray:
     return polarize(grid, lambda a, b: a * b, lambda a, b: a + b - a * b)
 
 
+def check_runtimes(runtimes: Any) -> Any:
+    """``runtimes`` if it can design a polar code (finish-time samples, or an object with
+    ``cdf`` and ``ppf``), else a TypeError/ValueError naming it."""
+    _runtime_cdf(runtimes, points=8)
+    return runtimes
+
+
 def _runtime_cdf(runtimes: Any, points: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """A time grid and one worker's CDF on it, from samples or a distribution object."""
     if hasattr(runtimes, "cdf") and hasattr(runtimes, "ppf"):
@@ -126,7 +134,13 @@ def _runtime_cdf(runtimes: Any, points: int = 512) -> tuple[np.ndarray, np.ndarr
         grid = np.unique(np.asarray(runtimes.ppf(np.linspace(1e-6, 1 - 1e-6, points)), dtype=np.float64))
         grid = grid[np.isfinite(grid)]
         return grid, np.asarray(runtimes.cdf(grid), dtype=np.float64)
-    samples = np.asarray(runtimes, dtype=np.float64)
+    try:
+        samples = np.asarray(runtimes, dtype=np.float64)
+    except (TypeError, ValueError):  # e.g. a string: name the argument, not the conversion
+        raise TypeError(
+            "runtimes must be finish-time samples (an array of numbers) or an object with "
+            f"cdf and ppf, got {type(runtimes).__name__} {runtimes!r:.60}"
+        ) from None
     if samples.ndim != 1 or samples.size < 2:
         raise ValueError(
             "runtimes must be a 1-D array of at least 2 finish-time samples or an object "

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._validation import cli_int, cli_positive
 from . import config
 
 __all__ = ["add_parser", "run"]
@@ -43,10 +44,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     deploy = actions.add_parser("deploy", help="create or update the Lambda function")
     deploy.add_argument("--function-name", default=config.DEFAULT_FUNCTION_NAME)
     deploy.add_argument("--role", help="execution role ARN (required to create the function)")
-    deploy.add_argument("--timeout", type=int, default=config.DEFAULT_TIMEOUT,
+    deploy.add_argument("--timeout", type=cli_int(1, 900), default=config.DEFAULT_TIMEOUT,
                         help="seconds, <= 900")
-    deploy.add_argument("--memory", type=int, default=config.DEFAULT_MEMORY, help="MB")
-    deploy.add_argument("--concurrency", type=int, help="reserved concurrency")
+    deploy.add_argument("--memory", type=cli_int(128, 10240), default=config.DEFAULT_MEMORY,
+                        help="MB")
+    deploy.add_argument("--concurrency", type=cli_int(1), help="reserved concurrency")
     deploy.add_argument("--image-uri", help="deploy this container image instead of a zip")
     deploy.add_argument("--layer", action="append", default=[], help="layer ARN (repeatable)")
     deploy.add_argument("--env", action="append", default=[], type=_assignment,
@@ -63,21 +65,22 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
     local = actions.add_parser("local", help="run S3 and Lambda on 127.0.0.1 until interrupted")
     local.add_argument("--s3", choices=["seaweedfs", "moto"], default="seaweedfs")
-    local.add_argument("--concurrency", type=int, default=64)
-    local.add_argument("--timeout", type=int, default=60, help="the function's timeout, seconds")
+    local.add_argument("--concurrency", type=cli_int(1), default=64)
+    local.add_argument("--timeout", type=cli_int(1), default=60,
+                       help="the function's timeout, seconds")
     local.add_argument("--bucket", default="dask-polar")
     local.add_argument("--function-name", default=config.DEFAULT_FUNCTION_NAME)
     local.add_argument("--stragglers", choices=sorted(MODELS),
                        help="inject a delay drawn from this model into every invocation")
     local.add_argument("--param", action="append", default=[], type=_param, metavar="NAME=VALUE",
                        help="straggler model parameter (repeatable)")
-    local.add_argument("--seed", type=int, default=0)
-    local.add_argument("--duration", type=float, help="stop after this many seconds")
+    local.add_argument("--seed", type=cli_int(0), default=0)
+    local.add_argument("--duration", type=cli_positive, help="stop after this many seconds")
 
     demo = actions.add_parser("demo", help="coded vs uncoded A @ B on local Lambda workers")
-    demo.add_argument("--workers", type=int, default=32, help="coded tasks n (k = n / 2)")
-    demo.add_argument("--trials", type=int, default=3)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--workers", type=cli_int(2), default=32, help="coded tasks n (k = n / 2)")
+    demo.add_argument("--trials", type=cli_int(1), default=3)
+    demo.add_argument("--seed", type=cli_int(0), default=0)
     demo.add_argument("--s3", choices=["seaweedfs", "moto"], default="seaweedfs")
     return parser
 

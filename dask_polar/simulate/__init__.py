@@ -13,13 +13,15 @@ Command line: ``python -m dask_polar simulate --workers 1024 --trials 100 ...``.
 
 from __future__ import annotations
 
-from .core import METHODS, SimulationResult, simulate
+from .core import MAX_DRAWS, MAX_WORKERS, METHODS, SimulationResult, simulate
 from .costs import Affine, CostModel, measure_costs
 from .decodability import decodable_masks, results_needed
 from .models import Heterogeneity, LambdaLike, draw_finish_times
 from .polarization import Polarization, plot_polarization, polarization
 
 __all__ = [
+    "MAX_DRAWS",
+    "MAX_WORKERS",
     "METHODS",
     "Affine",
     "CostModel",

@@ -14,8 +14,9 @@ import logging
 import sys
 from typing import Any
 
+from .._validation import cli_int, cli_writable_path
 from ..stragglers import Bimodal, Pareto, RuntimeModel, ShiftedExponential
-from .core import METHODS, simulate
+from .core import MAX_WORKERS, METHODS, simulate
 from .models import Heterogeneity, LambdaLike
 
 __all__ = ["MODELS", "add_parser", "make_model", "run"]
@@ -78,21 +79,21 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "jobs on simulated workers; prints median/p99 per method, ratios to uncoded and "
         "results needed / k.",
     )
-    parser.add_argument("--workers", type=int, default=1024,
+    parser.add_argument("--workers", type=cli_int(1, MAX_WORKERS), default=1024,
                         help="pool size N = polar/MDS n, a power of two (default 1024)")
-    parser.add_argument("--k", type=int, default=None, help="data blocks (default N/2)")
-    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--k", type=cli_int(1), default=None, help="data blocks (default N/2)")
+    parser.add_argument("--trials", type=cli_int(1), default=100)
     parser.add_argument("--model", choices=sorted(MODELS), default="shifted-exponential",
                         help="task-time model (default shifted-exponential, shift=1 scale=0.2)")
     parser.add_argument("--param", type=_param, action="append", default=[],
                         metavar="NAME=VALUE", help="model parameter (repeatable), e.g. scale=0.5")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated subset of {','.join(METHODS)}")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--block-bytes", type=int, default=8192,
+    parser.add_argument("--seed", type=cli_int(0), default=0)
+    parser.add_argument("--block-bytes", type=cli_int(0), default=8192,
                         help="bytes of one result block, for the decode costs (default 8192)")
     parser.add_argument("--no-costs", action="store_true", help="ignore encode/decode costs")
-    parser.add_argument("--exact-trials", type=int, default=None,
+    parser.add_argument("--exact-trials", type=cli_int(1), default=None,
                         help="run polar (inactivation) on this many trials only")
     parser.add_argument("--straggler-prob", type=float, default=None,
                         help="polar design straggler probability (default: per decoder)")
@@ -102,8 +103,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                         help="groups of SIZE workers slow down by FACTOR with probability PROB")
     parser.add_argument("--strided", action="store_true",
                         help="groups take every (N/SIZE)-th worker instead of contiguous runs")
-    parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
-    parser.add_argument("--plot", default=None, metavar="PATH",
+    parser.add_argument("--json", type=cli_writable_path, default=None, metavar="PATH",
+                        help="write the results as JSON")
+    parser.add_argument("--plot", type=cli_writable_path, default=None, metavar="PATH",
                         help="write the polarization plot of the model (needs matplotlib)")
     return parser
 

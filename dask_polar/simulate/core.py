@@ -24,9 +24,15 @@ from .decodability import (
 )
 from .models import Heterogeneity, draw_finish_times
 
-__all__ = ["METHODS", "SimulationResult", "simulate"]
+__all__ = ["MAX_DRAWS", "MAX_WORKERS", "METHODS", "SimulationResult", "simulate"]
 
 logger = logging.getLogger(__name__)
+
+#: The most workers `simulate` takes (the polar and MDS checks grow with the code's size).
+MAX_WORKERS = 1 << 16
+#: The most finish times `simulate` draws (``trials x workers``): each per-method array of
+#: that size takes 8 bytes an entry.
+MAX_DRAWS = 1 << 25
 
 #: Methods `simulate` knows, in the order its tables list them.
 METHODS = ("uncoded", "backup", "replication", "local-product", "mds", "polar-sc", "polar")
@@ -378,8 +384,16 @@ def simulate(
     else:
         if backup_times is not None:
             raise ValueError("backup_times goes with times, not with model")
-        workers = check_int("workers", 1024 if workers is None else workers, minimum=1)
+        workers = check_int(
+            "workers", 1024 if workers is None else workers, minimum=1, maximum=MAX_WORKERS,
+            limit="dask_polar.simulate.MAX_WORKERS",
+        )
         trials = check_int("trials", 100 if trials is None else trials, minimum=1)
+        if trials * workers > MAX_DRAWS:
+            raise ValueError(
+                f"trials x workers must be <= {MAX_DRAWS} (dask_polar.simulate.MAX_DRAWS: "
+                f"8 bytes each, per array), got {trials} x {workers}"
+            )
         if heterogeneity is not None and not isinstance(heterogeneity, Heterogeneity):
             raise TypeError(
                 f"heterogeneity must be a Heterogeneity, got {type(heterogeneity).__name__}"
