@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import queue
 import threading
 import time
 from collections import OrderedDict
@@ -358,6 +359,44 @@ def _attempts(
     )
 
 
+class _HelperThreads:
+    """Daemon threads that run the work tasks' products, reused from task to task.
+
+    A thread started per task would cost a thread start each, and on CPython 3.11 starting
+    a thread can deadlock with ``sys._current_frames`` (which distributed's profiler calls
+    on the event loop every 10 ms) when a garbage collection during it runs a Python
+    ``gc.callbacks`` entry (CPython gh-106883). Daemon, so that a product stuck in a long C
+    call does not keep its worker process from exiting.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on an idle helper, or on a new one if none is idle."""
+        with self._lock:
+            start = not self._idle
+            if not start:
+                self._idle -= 1
+        self._queue.put(fn)
+        if start:
+            threading.Thread(target=self._serve, name="polar-work-helper", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            fn = self._queue.get()
+            try:
+                fn()
+            finally:
+                with self._lock:
+                    self._idle += 1
+
+
+_HELPERS = _HelperThreads()
+
+
 def _run_detached(
     job: ClusterJob, flag: _ClusterFlag, index: int, product: Callable[[int], WorkOutcome]
 ) -> WorkOutcome:
@@ -379,7 +418,7 @@ def _run_detached(
         finally:
             done.set()
 
-    threading.Thread(target=run, name=f"polar-work-{index}", daemon=True).start()
+    _HELPERS.submit(run)
     while not done.wait(POLL_SECONDS):
         if flag.is_set():
             break
