@@ -579,3 +579,26 @@ def test_result_store_pickles_to_its_address_and_checks_splits():
     assert repr(store).endswith("panels=2>") and back.rows(1) == (3, 6)
     with pytest.raises(ValueError, match="splits must rise strictly from 0 to 6"):
         results.S3ResultStore(BUCKET, "jobs/j", (6, 2), "f8", (0, 3, 3, 6))
+
+
+def test_a_call_runs_once_across_environments(s3, tmp_path, monkeypatch):
+    # issue 21, point 10: copies of one signed call ran once in each execution environment;
+    # an environment is a fresh handler state (its own replay cache), sharing only S3
+    counter = tmp_path / "runs"
+    event = call(_append_line, str(counter))
+    outcomes = []
+    for _ in range(4):
+        monkeypatch.setattr(handler, "_STATE", {"cold": True})
+        try:
+            handler.handle(event)
+            outcomes.append("ran")
+        except PayloadRejectedError as error:
+            outcomes.append(str(error))
+    assert outcomes[0] == "ran" and counter.read_text() == "ran\n"
+    assert all("another environment of the function ran it" in o for o in outcomes[1:])
+    assert s3.head_object(Bucket=BUCKET, Key=protocol.claim_key(event["result_key"], event["call_id"]))
+
+
+def _append_line(path: str) -> None:
+    with open(path, "a") as f:
+        f.write("ran\n")

@@ -408,6 +408,32 @@ def test_tampered_and_unsigned_payloads_are_rejected(serverless, tmp_path):
         client.close()
 
 
+def test_concurrent_copies_of_a_signed_call_run_once(serverless, tmp_path):
+    # issue 21, point 10: 4 concurrent copies of one signed call all ran, in 4 environments
+    ran = tmp_path / "ran"
+    work = lambda: (os.mkdir(ran), time.sleep(1.0))  # noqa: E731 (pickled by value)
+    call = protocol.encode_call(
+        serverless.key.encode(), task="t-replay", bucket=serverless.bucket,
+        body=cloudpickle.dumps((work, (), {})), result_key="dask-polar/replay/t.out",
+    )
+    serverless.lambda_service.prewarm(serverless.function_name, 4)
+
+    def invoke(_):
+        client = serverless.client("lambda")
+        try:
+            response = client.invoke(FunctionName=serverless.function_name, Payload=json.dumps(call))
+            return response.get("FunctionError"), json.loads(response["Payload"].read())
+        finally:
+            client.close()
+
+    with cf.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(invoke, range(4)))
+    rejected = [answer for error, answer in answers if error]
+    assert [answer["ok"] for error, answer in answers if not error] == [True]
+    assert len(rejected) == 3 and {a["errorType"] for a in rejected} == {"PayloadRejectedError"}
+    assert ran.is_dir()
+
+
 def test_wrong_signing_key(serverless):
     with serverless.executor(max_concurrency=4, key="not-the-function-key") as ex:
         with pytest.raises(PayloadRejectedError, match="refused the call: bad signature"):
@@ -431,7 +457,9 @@ def test_wrong_s3_secret(serverless):
         assert info.value.code == "SignatureDoesNotMatch"
         with pytest.raises(dask_polar.CodedJobError, match="S3AccessError"):
             product(ex, k=2, n=4, retries=0)
-        assert ex.submit(sum, [1, 2]).result() == 3  # calls that need no S3 still run
+        # every call claims its id in S3 before it runs (single use): none runs without S3
+        with pytest.raises(Exception, match=r"S3 refused PutObject on \S+/claims/"):
+            ex.submit(sum, [1, 2]).result()
 
 
 # -- the local Lambda service itself ------------------------------------------------------------

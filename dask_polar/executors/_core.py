@@ -225,10 +225,10 @@ def run_early_completion(
             the pending tasks not yet late need to decode: of those that involve a data
             block the rest leaves undetermined, the cheapest first, until they decode (or
             none is left). Late: running for 4x the median task so far (`MIN_LATE` at
-            least)."""
+            least; `UNTIMED_LATE` before any task has finished)."""
             chosen = np.array(decoder.mask, dtype=bool)
             now = time.time() - t0
-            late = max(4 * float(np.median(durations)) if durations else 0.0, MIN_LATE)
+            late = max(4 * float(np.median(durations)), MIN_LATE) if durations else UNTIMED_LATE
             for j in set(pending.values()):
                 if now - first_submitted[j] <= late:
                     chosen[j] = True
@@ -246,6 +246,15 @@ def run_early_completion(
             for j in picks:
                 deferred.remove(j)
                 launch(j)
+
+        def stalled() -> bool:
+            """Whether no result has arrived for `STALL` (at least; else 10x the median
+            task so far): the pending tasks are stuck, whatever the cores do."""
+            if not durations:  # nothing to compare with: the gaps decide
+                return False
+            quiet = max(10 * float(np.median(durations)), STALL)
+            last = max((t.finished for t in tasks.values() if t.status == "done"), default=0.0)
+            return time.time() - t0 - last >= quiet
 
         def cover() -> None:
             """Launch deferred tasks until the received and pending ones can decode again
@@ -350,7 +359,9 @@ def run_early_completion(
                 if deferred and not decoder.decodable:
                     if lost:
                         cover()
-                    if gaps is not None and gaps() > 0:
+                    # a machine busy with other work has no gaps: once no result has
+                    # come for a while, the parity goes anyway (only if the rest is late)
+                    if (gaps is not None and gaps() > 0) or stalled():
                         release_needed()
                 if lost and not decoder.decodable and not reachable_decodable():
                     retry()
@@ -398,6 +409,11 @@ def run_early_completion(
 #: Seconds a task may run before `run_early_completion` counts it as stuck (at least; else
 #: 4x the median task so far) when idle cores call for background tasks.
 MIN_LATE = 0.05
+#: Seconds a task may run before it counts as stuck while no task has finished yet.
+UNTIMED_LATE = 1.0
+#: Seconds without a result after which `run_early_completion` launches the parity a job
+#: needs even where its cores are not idle (at least; else 10x the median task so far).
+STALL = 0.25
 GAP_CORES = 0.75
 #: Consecutive measuring windows (20 ms each on the thread pool) that must show the gap:
 #: tasks that are still starting up look idle for a moment.

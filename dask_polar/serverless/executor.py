@@ -582,6 +582,8 @@ class LambdaExecutor(cf.Executor):
             result_key=f"{base}/{task}.out", inline_limit=self._inline_payload,
         )
         leftovers = [body_key] if body_key else []
+        if job is None:  # a job's claims go with its prefix; a lone call's with the call
+            leftovers.append(protocol.claim_key(call["result_key"], call["call_id"]))
         try:
             payload, function_error, log, request_id = self._invoke(json.dumps(call).encode())
             if function_error:

@@ -9,8 +9,10 @@ Per invocation:
    unpickled**; Lambda reports it as a function error of that type;
 2. reject, with the same error, an expired call (signed more than ``config.CALL_LIFETIME``
    seconds ago) and a replayed one: this execution environment remembers the ids of the
-   calls it ran (a bounded `ReplayCache`, each id kept until its call expires), so a
-   captured payload cannot be run twice here, even after its executor shut down;
+   calls it ran (a bounded `ReplayCache`, each id kept until its call expires), and every
+   call claims its id in S3 with a conditional put (``If-None-Match: *``, `claim_call`)
+   before it runs, so a captured payload cannot run twice, here or in another environment
+   of the function, even after its executor shut down;
 3. fetch the body from S3 if it did not travel inline, check its signed digest, unpickle
    ``(fn, args, kwargs)`` with cloudpickle; `S3Reference` arguments are downloaded, checked
    against their signed digest and unpickled (raw bytes are cached per environment, so a
@@ -200,6 +202,30 @@ def _pickle_exception(exc: BaseException) -> bytes:
         return cloudpickle.dumps(RemoteError(_qualified(exc), str(exc)))
 
 
+def claim_call(s3: Any, call: protocol.Call) -> BaseException | None:
+    """Claim ``call``'s id with a conditional put (``If-None-Match: *``), or raise
+    `PayloadRejectedError` if another execution environment of the function claimed it
+    first: a signed call runs once in all, whatever environments its copies reach.
+
+    Returns None, or the error of any other S3 failure (the call must not run then: it
+    cannot be shown to be new), for the handler to report as the task's failure.
+    """
+    from botocore.exceptions import ClientError
+
+    key = protocol.claim_key(call.result_key, call.call_id)
+    try:
+        s3.put_object(Bucket=call.bucket, Key=key, Body=b"", IfNoneMatch="*")
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+            raise PayloadRejectedError(
+                f"replayed call {call.call_id!r}: another environment of the function ran it"
+            ) from None
+        return protocol.s3_error(exc, "PutObject", call.bucket, key, "function")
+    except Exception as exc:  # the endpoint is unreachable, a read timed out
+        return protocol.s3_error(exc, "PutObject", call.bucket, key, "function")
+    return None
+
+
 def handle(event: Any, context: Any = None) -> dict[str, Any]:
     """Run one signed call (see the module docstring); returns the signed result envelope.
 
@@ -218,9 +244,12 @@ def handle(event: Any, context: Any = None) -> dict[str, Any]:
     replays.admit(call.call_id, call.expires)
     request_id = getattr(context, "aws_request_id", None)
     resolver = _resolver()
+    claim_error = claim_call(resolver.s3, call)  # single use across environments too
     resolver.downloaded = 0
     stats: dict[str, Any] = {"cold": cold, "request_id": request_id, "started": started}
     try:
+        if claim_error is not None:  # S3 refused the claim: the task fails with its error
+            raise claim_error
         body = call.body
         if body is None:
             body = resolver.fetch(call.bucket, call.body_key, call.body_sha256, cache=False)

@@ -16,9 +16,10 @@ signature, then the body's digest (after fetching it from S3 if need be), and on
 unpickles. ``kind`` and ``task`` are signed, so a result cannot be replayed as a call nor
 swapped between tasks. ``call_id`` and ``expires`` are signed too, against replays: a call
 is valid for ``config.CALL_LIFETIME`` seconds after signing (`verify_call` rejects it later),
-and the handler runs each call id once per execution environment (it remembers the ids of
-unexpired calls). A replay within the lifetime that reaches *another* execution environment
-is not detected; the lifetime bounds that window.
+and each call id runs once: the handler remembers the ids of the unexpired calls its
+execution environment ran, and claims each id in S3 before running it (a conditional put,
+``If-None-Match: *``), so a replay that reaches another environment of the function is
+refused too.
 
 Large arguments are `S3Reference` objects: stored once, they pickle to their address and
 digest (both covered by the call's signature) and turn back into the value inside the
@@ -71,6 +72,7 @@ __all__ = [
     "S3CancelFlag",
     "S3Reference",
     "as_key",
+    "claim_key",
     "collecting",
     "digest",
     "encode_call",
@@ -181,6 +183,13 @@ class Call:
     inline_limit: int
     call_id: str
     expires: float
+
+
+def claim_key(result_key: str, call_id: str) -> str:
+    """The S3 key that marks call ``call_id`` as run (the handler's conditional put): beside
+    its result, under its job's prefix, so the job's cleanup deletes it."""
+    folder = result_key.rpartition("/")[0]
+    return f"{folder}/claims/{call_id}" if folder else f"claims/{call_id}"
 
 
 def encode_call(
