@@ -181,6 +181,26 @@ def test_coded_matmul_returns_before_a_long_straggler_and_cleans_up(serverless):
         assert time.monotonic() - start < 60
 
 
+@pytest.mark.parametrize("wait", [False, True])
+def test_wait_for_cleanup_leaves_nothing_of_the_job(serverless, wait):
+    # issue 21, point 9: objects of a finished job remained until their stragglers returned
+    code = make_code("polar", 8, n=16)
+    slow = next(j for j in range(16) if code.decodable([i for i in range(16) if i != j]))
+    delays = np.zeros(16)
+    delays[slow] = 3.0  # cooperative: it sees the job's cancel marker within a poll
+    options = {"max_concurrency": 16, "poll_interval": 0.5, "inline_reference_bytes": 0}
+    with serverless.executor(wait_for_cleanup=wait, **options) as ex:
+        out, expected, record = product(ex, code=code, stragglers=delays)
+        np.testing.assert_allclose(out, expected)
+        assert slow in record.cancelled
+        left = [key for key in serverless.objects(ex.session_prefix) if "/jobs/" in key]
+        if wait:
+            assert left == []
+        else:  # the default returns at the decodable moment: the straggler's job is there
+            assert left
+        assert ex.wait_idle(timeout=30)
+
+
 class TestRealStragglers:
     """Functions that block in C (``time.sleep``, looking at no cancel marker) or always
     raise: the job ends at its decodable moment, or within its ``timeout``."""

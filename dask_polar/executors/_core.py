@@ -179,6 +179,9 @@ def run_early_completion(
         tasks = {j: TaskRecord(j) for j in range(code.n)}
         record.tasks = list(tasks.values())
         flag = backend.cancel_flag()
+        wait_job = getattr(backend, "wait_job", None)  # e.g. Lambda's wait_for_cleanup
+        if wait_job is not None:  # registered first, so it runs last: after the decode
+            job_scope.callback(wait_job, flag)
         remote_results = getattr(backend, "remote_results", None)
         remote = None if remote_results is None else remote_results(code, flag, result_shape, dtype)
         if remote is None:

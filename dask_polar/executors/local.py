@@ -45,6 +45,13 @@ class ExecutorBackend:
             return threading.Event()
         return _Unreachable()
 
+    def wait_job(self, flag: Any) -> None:
+        """The job of ``flag`` has decoded: wait for its cleanup if the executor waits for
+        it (the Lambda executor's ``wait_for_cleanup``)."""
+        wait = getattr(self.executor, "wait_job", None)
+        if wait is not None:
+            wait(flag)
+
     def reference(self, key: Any, value: Any) -> Any:
         """What a task receives for ``value``: the executor's own reference if it has one
         (the Lambda executor stores blocks in S3 once), else the value itself."""

@@ -110,7 +110,7 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
-from .._validation import check_int, check_positive
+from .._validation import check_bool, check_int, check_positive
 from . import config, protocol
 from .exceptions import (
     LambdaCrashError,
@@ -208,6 +208,14 @@ class LambdaExecutor(cf.Executor):
         With ``decode="functions"``: decoded bytes per decode function (see
         ``config.DECODE_PANEL_BYTES``); the panels are row ranges, at most
         ``max_concurrency`` of them.
+    wait_for_cleanup : bool
+        Whether a coded job returns only once its invocations are all back and its S3
+        objects (inputs, results, cancel marker, call claims) are deleted: then nothing of
+        the job is left when ``compute()`` returns, at the price of waiting for stragglers
+        that look at no cancel marker (up to the function's timeout). Default False: the
+        job returns at its decodable moment and its objects go as its stragglers return
+        (`wait_idle` waits for that; `shutdown` sweeps the session). Blocks stored by
+        `reference` are deleted once released, either way.
 
     Attributes
     ----------
@@ -252,6 +260,7 @@ class LambdaExecutor(cf.Executor):
         endpoint_urls: Mapping[str, str] | None = None,
         decode: str = "functions",
         decode_panel_bytes: int = config.DECODE_PANEL_BYTES,
+        wait_for_cleanup: bool = False,
     ) -> None:
         for name, value in (("function_name", function_name), ("bucket", bucket)):
             if not isinstance(value, str):
@@ -285,6 +294,7 @@ class LambdaExecutor(cf.Executor):
         if decode not in ("functions", "client"):
             raise ValueError(f"decode must be 'functions' or 'client', got {decode!r}")
         self.decode = decode
+        self.wait_for_cleanup = check_bool("wait_for_cleanup", wait_for_cleanup)
         self._panel_bytes = check_int("decode_panel_bytes", decode_panel_bytes, minimum=1)
         self._log_tail = bool(log_tail)
         endpoints = dict(endpoint_urls or {})
@@ -534,6 +544,33 @@ class LambdaExecutor(cf.Executor):
             self, store, retries=config.DECODE_RETRIES, release=lambda: self._leave(job),
             count=self._count,
         )
+
+    def wait_job(self, flag: S3CancelFlag, timeout: float | None = None) -> bool:
+        """With ``wait_for_cleanup``, wait until the job of ``flag`` has no invocation in
+        flight and its objects are deleted (at most ``timeout`` seconds; default the
+        function's timeout and a margin). Called by the job's loop once it has decoded.
+
+        Returns
+        -------
+        bool
+            False if the wait timed out (the rest is deleted as it comes back).
+        """
+        if not self.wait_for_cleanup:
+            return True
+        if timeout is None:
+            timeout = self.function_timeout + config.READ_TIMEOUT_MARGIN
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while flag.key in self._jobs or self._chores:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    logger.warning(
+                        "job %s: objects not all deleted after %.0f s (invocations still "
+                        "running); they go as those come back", flag.key, timeout,
+                    )
+                    return False
+                self._idle.wait(remaining)
+        return True
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no invocation is in flight and all pending S3 deletions are done.
