@@ -187,18 +187,24 @@ def test_wait_for_cleanup_leaves_nothing_of_the_job(serverless, wait):
     code = make_code("polar", 8, n=16)
     slow = next(j for j in range(16) if code.decodable([i for i in range(16) if i != j]))
     delays = np.zeros(16)
-    delays[slow] = 3.0  # cooperative: it sees the job's cancel marker within a poll
+    delays[slow] = 6.0  # blocked: it looks at no cancel marker, so its job waits for it
     options = {"max_concurrency": 16, "poll_interval": 0.5, "inline_reference_bytes": 0}
+    serverless.lambda_service.prewarm(serverless.function_name, 16)
     with serverless.executor(wait_for_cleanup=wait, **options) as ex:
-        out, expected, record = product(ex, code=code, stragglers=delays)
+        product(ex, code=code)  # warm: the time below is the job's, not cold starts
+        assert ex.wait_idle(timeout=30)
+        start = time.monotonic()
+        out, expected, record = product(ex, code=code, stragglers=Faults(delays, mode="block"))
+        elapsed = time.monotonic() - start
         np.testing.assert_allclose(out, expected)
         assert slow in record.cancelled
         left = [key for key in serverless.objects(ex.session_prefix) if "/jobs/" in key]
-        if wait:
-            assert left == []
-        else:  # the default returns at the decodable moment: the straggler's job is there
-            assert left
+        if wait:  # back once the straggler is, with nothing of the job left
+            assert left == [] and elapsed >= 6.0
+        else:  # back at the decodable moment: the straggler's invocation holds its job
+            assert left and elapsed < 6.0
         assert ex.wait_idle(timeout=30)
+        assert [key for key in serverless.objects(ex.session_prefix) if "/jobs/" in key] == []
 
 
 class TestRealStragglers:
