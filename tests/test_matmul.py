@@ -360,3 +360,20 @@ class TestSystematic:
     def test_systematic_must_be_a_bool(self):
         with pytest.raises(TypeError, match="systematic"):
             coded_matmul(np.ones((4, 2)), np.ones((2, 2)), systematic="yes")
+
+
+@pytest.mark.parametrize("code", ["polar", "mds", "uncoded"])
+@pytest.mark.parametrize("as_dask", [False, True])
+def test_a_vector_gives_numpys_one_dimensional_product(code, as_dask):
+    # A @ x with a 1-D x (the gradient steps of least squares): was "B must be 2-D"
+    rng = np.random.default_rng(5)
+    a, x = rng.standard_normal((96, 7)), rng.standard_normal(7)
+    delays = np.zeros(16 if code != "uncoded" else 12)
+    delays[3] = 30.0
+    C = coded_matmul(
+        da.from_array(a, chunks=(8, 7)), da.from_array(x, chunks=3) if as_dask else x,
+        code=code, n=None if code == "uncoded" else 16,
+        stragglers=None if code == "uncoded" else dask_polar.stragglers.Faults(delays, mode="block"),
+    )
+    assert C.shape == (96,)
+    np.testing.assert_allclose(C.compute(), a @ x, atol=1e-12)

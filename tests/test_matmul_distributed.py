@@ -40,6 +40,14 @@ def test_matches_numpy(client, code):
     assert record.backend == "distributed" and record.k == 9
 
 
+def test_a_vector_gives_numpys_one_dimensional_product(client):
+    A, x = rand((90, 12), (10, 6)), np.random.default_rng(2).standard_normal(12)
+    C = coded_matmul(A, x)
+    assert C.shape == (90,)
+    np.testing.assert_allclose(C.compute(), A.compute() @ x, atol=1e-10)
+    assert dask_polar.last_job().backend == "distributed"
+
+
 def test_cancelling_stragglers_in_the_driver_layout_logs_no_error(caplog):
     # the driving task cancels its stragglers' futures; cancelling one whose result was being
     # gathered made the scheduler log "Couldn't gather keys" (23 times in 15 jobs; it takes

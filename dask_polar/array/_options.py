@@ -115,9 +115,10 @@ def make_code(
     return made
 
 
-def as_matrix(name: str, x: Any) -> da.Array:
+def as_matrix(name: str, x: Any, *, vector: bool = False) -> da.Array:
     """``x`` as a 2-D dask array of a numeric dtype with numpy chunks of known sizes, or a
-    TypeError/ValueError naming ``name``."""
+    TypeError/ValueError naming ``name``. With ``vector``, a 1-D ``x`` is accepted too, as
+    one column."""
     if getattr(x, "dtype", None) == object:  # before da.asarray, which would blame the type
         raise TypeError(f"{name} must have a numeric dtype, got object")
     if not isinstance(x, da.Array):
@@ -134,8 +135,11 @@ def as_matrix(name: str, x: Any) -> da.Array:
         )
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise TypeError(f"{name} must have a numeric dtype, got {x.dtype}")
+    if vector and x.ndim == 1:
+        x = x[:, None]
     if x.ndim != 2:
-        raise ValueError(f"{name} must be 2-D, got {x.ndim}-D with shape {x.shape}")
+        dims = "1-D or 2-D" if vector else "2-D"
+        raise ValueError(f"{name} must be {dims}, got {x.ndim}-D with shape {x.shape}")
     if any(math.isnan(c) for chunks in x.chunks for c in chunks):
         raise ValueError(
             f"{name} has unknown chunk sizes; call {name}.compute_chunk_sizes() first"

@@ -68,8 +68,9 @@ def coded_matmul(
     A : dask array, numpy array or array-like, shape (m, p)
         Its row chunks are the data blocks, encoded in the product's dtype (cast first when
         ``A``'s dtype is narrower: integer, boolean or lower precision).
-    B : dask array, numpy array or array-like, shape (p, q)
-        ``A @ B`` must have a floating or complex dtype (numpy's type promotion).
+    B : dask array, numpy array or array-like, shape (p, q) or (p,)
+        ``A @ B`` must have a floating or complex dtype (numpy's type promotion). A vector
+        ``x`` gives numpy's 1-D ``A @ x``, coded as one column.
     code : str or ErasureCode
         ``"polar"`` (default, from ``polar.code``), ``"mds"``, ``"replication"``,
         ``"uncoded"``, ``"local-product"``, or a code object from `dask_polar.codes`.
@@ -131,7 +132,7 @@ def coded_matmul(
 
     Returns
     -------
-    dask.array.Array of shape (m, q)
+    dask.array.Array of shape (m, q), or (m,) for a vector ``B``
         With ``A``'s row chunks, ``B``'s column chunks and numpy's ``A @ B`` dtype.
 
     Raises
@@ -168,7 +169,8 @@ def coded_matmul(
         local_workers=local_workers, panel_rows=panel_rows, layout=layout,
     )
     A = as_matrix("A", A)
-    B = as_matrix("B", B)
+    vector = np.ndim(B) == 1
+    B = as_matrix("B", B, vector=True)  # a vector x: A @ x, coded as one column
     # an integer or boolean operand is fine when the product is floating: A's blocks are
     # encoded in the product's dtype, and B's integers are exact in it
     check_dtype(f"A @ B (A {A.dtype}, B {B.dtype})", np.result_type(A.dtype, B.dtype))
@@ -209,6 +211,9 @@ def coded_matmul(
     result.__dask_optimize__ = _optimize_keeping_annotations
     if row_chunks != A.chunks[0]:
         result = result.rechunk((A.chunks[0], B.chunks[1]))
+    if vector:  # numpy's A @ x is 1-D
+        result = result[:, 0]
+        result.__dask_optimize__ = _optimize_keeping_annotations
     return result
 
 
