@@ -231,7 +231,7 @@ class TestBadInput:
         [
             (np.ones(4), np.ones((4, 2)), {}, ValueError, "A must be 2-D, got 1-D"),
             (np.ones((4, 3)), np.ones((4, 2)), {}, ValueError, r"A and B do not align.*3 != 4"),
-            (np.ones((4, 4)), np.ones((4, 2, 1)), {}, ValueError, "B must be 2-D"),
+            (np.ones((4, 4)), np.ones((4, 2, 1)), {}, ValueError, "B must be 1-D or 2-D"),
             (np.ones((4, 4)), np.ones((4, 2)), {"k": 5}, ValueError, "k must be <= the number of rows"),
             (np.ones((4, 4)), np.ones((4, 2)), {"k": 0}, ValueError, "k must be >= 1"),
             (np.ones((4, 4)), np.ones((4, 2)), {"code": "lt"}, ValueError, "code must be one of"),
