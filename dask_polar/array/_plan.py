@@ -11,6 +11,7 @@ from dask.task_spec import Task
 
 from ..codes import ErasureCode
 from ..stragglers.faults import FaultPlan
+from ._scaling import work_dtype
 
 if TYPE_CHECKING:
     from ._options import CodedOptions
@@ -64,8 +65,6 @@ class ProductSpec:
     @property
     def work(self) -> np.dtype:
         """The dtype the coded work runs in (`work_dtype`)."""
-        from ._scaling import work_dtype
-
         return np.dtype(work_dtype(self.dtype))
 
     @property

@@ -407,8 +407,6 @@ def run_early_completion(
         return result
 
 
-#: Idle cores that show a gap for background tasks: foreground tasks are blocked (in I/O,
-#: in a C call, in an injected delay, on a paused worker) or done while others are not.
 #: Seconds a task may run before `run_early_completion` counts it as stuck (at least; else
 #: 4x the median task so far) when idle cores call for background tasks.
 MIN_LATE = 0.05
@@ -417,6 +415,8 @@ UNTIMED_LATE = 1.0
 #: Seconds without a result after which `run_early_completion` launches the parity a job
 #: needs even where its cores are not idle (at least; else 10x the median task so far).
 STALL = 0.25
+#: Idle cores that show a gap for background tasks: foreground tasks are blocked (in I/O,
+#: in a C call, in an injected delay, on a paused worker) or done while others are not.
 GAP_CORES = 0.75
 #: Consecutive measuring windows (20 ms each on the thread pool) that must show the gap:
 #: tasks that are still starting up look idle for a moment.
@@ -426,8 +426,9 @@ GAP_WINDOWS = 2
 class _Gaps:
     """Whether a backend's cores have room for background tasks (``__call__``): the idle
     fraction of its cores, once `GAP_CORES` have been idle over `GAP_WINDOWS` consecutive
-    measuring windows (``backend.idle_cores()``, None while a window lasts); else 0. Cores idle because every task waits (on I/O, a remote worker, an injected
-    delay) release it all: background work there costs nothing."""
+    measuring windows (``backend.idle_cores()``, None while a window lasts); else 0. Cores
+    idle because every task waits (on I/O, a remote worker, an injected delay) release it
+    all: background work there costs nothing."""
 
     def __init__(self, idle_cores: Callable[[], float | None], cores: int) -> None:
         self._idle_cores = idle_cores

@@ -215,13 +215,12 @@ def claim_call(s3: Any, call: protocol.Call) -> BaseException | None:
     key = protocol.claim_key(call.result_key, call.call_id)
     try:
         s3.put_object(Bucket=call.bucket, Key=key, Body=b"", IfNoneMatch="*")
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+    except Exception as exc:  # refused, unreachable, timed out
+        code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+        if code in ("PreconditionFailed", "412"):
             raise PayloadRejectedError(
                 f"replayed call {call.call_id!r}: another environment of the function ran it"
             ) from None
-        return protocol.s3_error(exc, "PutObject", call.bucket, key, "function")
-    except Exception as exc:  # the endpoint is unreachable, a read timed out
         return protocol.s3_error(exc, "PutObject", call.bucket, key, "function")
     return None
 
