@@ -227,11 +227,11 @@ def run_early_completion(
             """Launch, into idle cores, the deferred tasks that the results received and
             the pending tasks not yet late need to decode: of those that involve a data
             block the rest leaves undetermined, the cheapest first, until they decode (or
-            none is left). Late: running for 4x the median task so far (`MIN_LATE` at
-            least; `UNTIMED_LATE` before any task has finished)."""
+            none is left). Late: running for `LATE_FACTOR` x the median task so far
+            (`MIN_LATE` at least; `UNTIMED_LATE` before any task has finished)."""
             chosen = np.array(decoder.mask, dtype=bool)
             now = time.time() - t0
-            late = max(4 * float(np.median(durations)), MIN_LATE) if durations else UNTIMED_LATE
+            late = max(LATE_FACTOR * float(np.median(durations)), MIN_LATE) if durations else UNTIMED_LATE
             for j in set(pending.values()):
                 if now - first_submitted[j] <= late:
                     chosen[j] = True
@@ -407,8 +407,11 @@ def run_early_completion(
         return result
 
 
-#: Seconds a task may run before `run_early_completion` counts it as stuck (at least; else
-#: 4x the median task so far) when idle cores call for background tasks.
+#: A task running this many times the median task so far counts as stuck when idle cores
+#: (or a stall) call for background tasks: on idle cores a pending task is not computing,
+#: so a little over the typical time is enough; less, and tasks just starting look stuck.
+LATE_FACTOR = 1.5
+#: Seconds a task may run before `run_early_completion` counts it as stuck (at least).
 MIN_LATE = 0.05
 #: Seconds a task may run before it counts as stuck while no task has finished yet.
 UNTIMED_LATE = 1.0
