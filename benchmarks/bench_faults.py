@@ -61,11 +61,14 @@ def _faults(kind: str, block: float, code_n: int, k: int = K) -> Any:
         return None
     if kind in ("busy", "pause"):  # every task busy for BUSY seconds (no flag looked at)
         return Faults(np.full(code_n, BUSY), mode=MODE)
-    code = make_code("polar", k, n=code_n) if code_n > k else None
+    code = make_code("polar", k, n=code_n, systematic=True) if code_n > k else None
     count = {"block1": 1, "block3": 3, "fail1": 1}[kind]
+    # the faults hit tasks that run: a systematic code's data blocks (its parity runs only
+    # when they straggle)
+    candidates = np.arange(code_n) if code is None else code.info_set
     rng = np.random.default_rng(SEED)
     while True:  # faults a polar code can absorb (the uncoded job cannot absorb any)
-        chosen = sorted(rng.choice(code_n, count, replace=False).tolist())
+        chosen = sorted(rng.choice(candidates, count, replace=False).tolist())
         mask = np.ones(code_n, bool)
         mask[chosen] = False
         if code is None or code.decodable(mask):

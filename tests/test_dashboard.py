@@ -79,7 +79,7 @@ def job_ids(cluster):
     return {job["id"] for job in get_json(cluster)["jobs"]}
 
 
-def straggler_job(n=16, straggler=5, delay=0.02, seed=0):
+def straggler_job(n=16, straggler=9, delay=0.02, seed=0):
     A, B = rand((64, 8), (8, 8), seed=seed), rand((8, 3), (8, 3), seed=seed + 1)
     delays = np.full(n, delay)
     delays[straggler] = 30.0
@@ -176,7 +176,7 @@ def test_json_route_shows_a_finished_job(cluster, client):
     assert (job["n"], job["k"]) == (16, 8)
     assert job["info_set"] == PolarCode(16, 8).info_set.tolist() == record.info_set
     assert job["used"] == record.used and job["cancelled"] == record.cancelled
-    assert 5 in job["cancelled"] and job["tasks"][5]["status"] == "cancelled"
+    assert 9 in job["cancelled"] and job["tasks"][9]["status"] == "cancelled"  # a data block
     assert job["decodable_at"] <= job["decoded_at"]
     assert job["decode_seconds"] == pytest.approx(record.decode_seconds)
     assert job["straggler_delays"] == delays.tolist()
@@ -188,7 +188,8 @@ def test_json_route_follows_a_running_job(cluster, client):
     before = job_ids(cluster)
     A, B = rand((64, 8), (8, 8), seed=3), rand((8, 3), (8, 3), seed=4)
     delays = np.full(16, 1.5)
-    delays[:6] = 0.05  # fewer than k = 8 results arrive at once, the rest much later
+    # fewer than k = 8 results arrive at once, the rest much later
+    delays[PolarCode(16, 8).info_set[:6]] = 0.05
     future = client.compute(coded_matmul(A, B, n=16, stragglers=delays))
     seen = []
     deadline = time.monotonic() + 20
@@ -382,7 +383,7 @@ PAGE_STATE = """
 @needs_bokeh
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"needs Chromium at {CHROMIUM}")
 def test_page_renders_a_job_in_chromium(cluster, client, tmp_path):
-    product, expected, _ = straggler_job(n=32, straggler=9, delay=0.05, seed=21)
+    product, expected, _ = straggler_job(n=32, straggler=23, delay=0.05, seed=21)
     np.testing.assert_allclose(product.compute(), expected, atol=1e-10)
     record = dask_polar.last_job()  # the newest job: the one the page shows first
     browser = Chromium(str(tmp_path / "profile"))
@@ -393,10 +394,10 @@ def test_page_renders_a_job_in_chromium(cluster, client, tmp_path):
         shutil.rmtree(tmp_path / "profile", ignore_errors=True)
     # the browser received the job over Bokeh's websocket and rendered it
     assert state["title"] == "Dask: coded jobs (dask_polar)"
-    assert record.token in state["text"] and "<PolarCode n=32 k=8>" in state["text"]
+    assert record.token in state["text"] and "<PolarCode n=32 k=8 systematic>" in state["text"]
     assert f"{len(record.used)} needed" in state["text"]
     categories = state["categories"]
-    assert len(categories) == 32 and categories[9] == "cancelled"
+    assert len(categories) == 32 and categories[23] == "cancelled"
     assert categories.count("used") + categories.count("zero") == len(record.used)
     png = (tmp_path / "polar.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000

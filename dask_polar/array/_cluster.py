@@ -48,13 +48,13 @@ from .. import config
 from ..codes import ErasureCode, PolarCode
 from ..exceptions import CodedJobError, CodedJobTimeout, NotDecodableError
 from ..executors import WorkOutcome
-from ..executors._core import describe_error
+from ..executors._core import describe_error, late_seconds
 from ..executors.cooperative import POLL_SECONDS, worker_name
 from ..jobs import JobRecord, TaskRecord, notify, remember
 from ..stragglers.faults import FaultPlan
 from . import _tasks
 from ._scaling import Scales
-from ._watch import run_started
+from ._watch import RunState, run_started
 
 if TYPE_CHECKING:
     from ._plan import ProductPlan
@@ -289,11 +289,12 @@ class _ClusterFlag:
         notify("on_decodable", record)
 
 
-def start(job: ClusterJob, keys: list[Any], outputs: list[Any]) -> float:
-    """The job's start (a root task, so it runs first): its time names this run (its cancel
-    flag, its deadline, its record). Kept on the scheduler with a watch over the run's tasks
-    ``keys`` until its ``outputs`` are done (`dask_polar.array._watch`)."""
-    started = run_started(job.start_key, keys, outputs, job.unresponsive)
+def start(job: Any, keys: list[Any], outputs: list[Any], state: RunState = RunState()) -> float:
+    """The start of ``job`` (a root task, so it runs first): its time names this run (its
+    cancel flag, its deadline, its record). Kept on the scheduler with a watch over the
+    run's tasks ``keys`` until its ``outputs`` are done, and ``state`` deleted then
+    (`dask_polar.array._watch`)."""
+    started = run_started(job.start_key, keys, outputs, job.unresponsive, state)
     notify("on_start", job.record(started))
     return started
 
@@ -397,18 +398,50 @@ class _HelperThreads:
 _HELPERS = _HelperThreads()
 
 
+class _JobTimes:
+    """How long the work tasks of recent jobs took in this worker process (the products
+    that finished), for `_run_detached` to tell a stuck product from a running one."""
+
+    def __init__(self, jobs: int = 64) -> None:
+        self._times: OrderedDict[str, list[float]] = OrderedDict()
+        self._jobs = jobs
+        self._lock = threading.Lock()
+
+    def add(self, token: str, seconds: float) -> None:
+        with self._lock:
+            self._times.setdefault(token, []).append(seconds)
+            self._times.move_to_end(token)
+            while len(self._times) > self._jobs:
+                self._times.popitem(last=False)
+
+    def late(self, token: str) -> float:
+        """Seconds after which a product of job ``token`` counts as late here
+        (`late_seconds` of the median of those that finished in this process)."""
+        with self._lock:
+            times = self._times.get(token)
+            typical = float(np.median(times)) if times else None
+        return late_seconds(typical)
+
+
+_JOB_TIMES = _JobTimes()
+
+
 def _run_detached(
-    job: ClusterJob, flag: _ClusterFlag, index: int, product: Callable[[int], WorkOutcome]
+    job: Any, flag: Any, index: int, product: Callable[[int], WorkOutcome]
 ) -> WorkOutcome:
     """`_attempts` in a helper thread, returning its outcome or, once the job is decodable
     (or timed out), a cancelled one at once.
 
     The helper runs on until its current C call (or injected block) ends, then sees the flag
-    and stops; the worker's own thread is free from the decodable moment on.
+    and stops; the worker's own thread is free from the decodable moment on. A product that
+    is late (`_JobTimes`) gives its thread back to the worker (``secede``) while it waits:
+    a product stuck in a C call must not hold up the tasks queued behind it.
     """
     started, worker = time.time(), worker_name()
     box: list[WorkOutcome] = []
     done = threading.Event()
+    late = _JOB_TIMES.late(job.token)
+    seceded = False
 
     def run() -> None:
         try:
@@ -422,9 +455,16 @@ def _run_detached(
     while not done.wait(POLL_SECONDS):
         if flag.is_set():
             break
+        if not seceded and time.time() - started > late:
+            from distributed import secede
+
+            secede()
+            seceded = True
     if box:
         outcome = box[0]
         outcome.worker = worker
+        if outcome.value is not None:
+            _JOB_TIMES.add(job.token, outcome.finished - outcome.started)
         return outcome
     return WorkOutcome(None, started, time.time(), worker, cancelled=True)
 

@@ -242,13 +242,10 @@ class CodedOptions:
     def make_code(self, k: int) -> ErasureCode:
         """The code for ``k`` data blocks.
 
-        ``systematic=None`` (the default) makes a polar code systematic where its parity
-        runs in the gaps, in the driver layout (threads, executors, Lambda), and not in the
-        cluster layout, whose parity still runs beside the data tasks.
+        ``systematic=None`` (the default) makes a polar code systematic: its data blocks'
+        own products run first, and its parity only where they leave a gap.
         """
-        systematic = self.systematic
-        if systematic is None:
-            systematic = not use_cluster_layout(self)
+        systematic = True if self.systematic is None else self.systematic
         return make_code(
             self.code, k, n=self.n, redundancy=self.redundancy,
             straggler_prob=self.straggler_prob, runtimes=self.runtimes, systematic=systematic,

@@ -25,9 +25,10 @@ import logging
 import time
 import weakref
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["begin_run", "run_started", "watch_job"]
+__all__ = ["RunState", "begin_run", "run_started", "watch_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,32 +38,80 @@ WATCH_SECONDS = 0.25
 #: Task states in which a task of the job is still to finish ("released" is one only for an
 #: instant on its way to "waiting", or for good once its result is no longer wanted).
 PENDING = frozenset({"waiting", "queued", "no-worker", "processing"})
-#: The start of each live run, by its start task's scheduler state: a start task run again
-#: keeps its state (its dependents wait for it), a new compute of the graph makes a new one.
-_STARTS: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+#: The start of each live run, by its start task's key: its scheduler state (a start task
+#: run again keeps its state, its dependents wait for it; a new compute of the graph makes
+#: a new one, equal to the old by key only) and the run's start.
+_STARTS: dict[Any, tuple[weakref.ref, float]] = {}
 _WATCHES: set[asyncio.Future] = set()  # the watches and restarts under way (asyncio keeps weak refs)
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What a run keeps on the scheduler besides its watch, deleted when the run ends.
+
+    Attributes
+    ----------
+    hold : tuple
+        Keys the scheduler keeps in memory for the run (tasks that may need them start only
+        when the job finds it late), as wanted by a client of the run's own.
+    flag : str, optional
+        The prefix of the run's cancel flag; the ``distributed.Event`` ``f"{flag}-{start!r}"``.
+    topic : str, optional
+        The prefix of the run's event topic, ``f"{topic}-{start!r}"`` (`log_event`).
+    """
+
+    hold: tuple[Any, ...] = ()
+    flag: str | None = None
+    topic: str | None = None
 
 
 def begin_run(
     start_key: Any, now: float, keys: list[Any], outputs: list[Any],
-    unresponsive: float | None, dask_scheduler: Any = None,
+    unresponsive: float | None, state: RunState = RunState(), dask_scheduler: Any = None,
 ) -> float:
     """The start of the run whose start task is ``start_key``: ``now`` for a new run, which
-    also starts its `watch_job`, or the first start of a run whose start task runs again.
+    also starts its `watch_job` (and holds ``state.hold``), or the first start of a run
+    whose start task runs again.
 
     Runs on the scheduler (``Client.run_on_scheduler``).
     """
     ts = dask_scheduler.tasks.get(start_key)
     if ts is None:  # not a task of this scheduler (should not happen): a run of its own
         return now
-    if ts in _STARTS:
-        return _STARTS[ts]
-    _STARTS[ts] = now
-    _keep(watch_job(ts, now, keys, outputs, unresponsive, dask_scheduler))
+    known = _STARTS.get(start_key)
+    if known is not None and known[0]() is ts:
+        return known[1]
+    _STARTS[start_key] = (weakref.ref(ts), now)
+    if state.hold:
+        dask_scheduler.client_desires_keys(keys=list(state.hold), client=_holder(start_key, now))
+    _keep(watch_job(ts, now, keys, outputs, unresponsive, dask_scheduler, state))
     return now
 
 
-def run_started(start_key: Any, keys: list[Any], outputs: list[Any], unresponsive: float | None) -> float:
+def _holder(start_key: Any, started: float) -> str:
+    """The name of the client that holds a run's keys on the scheduler."""
+    return f"polar-hold-{start_key}-{started!r}"
+
+
+def _end_run(scheduler: Any, start_key: Any, started: float, state: RunState) -> None:
+    """Delete what the run kept on the scheduler: its held keys, its flag, its topic."""
+    holder = _holder(start_key, started)
+    if holder in scheduler.clients:
+        held = [ts.key for ts in scheduler.clients[holder].wants_what]
+        scheduler.client_releases_keys(keys=held, client=holder)
+        del scheduler.clients[holder]
+    if state.flag is not None:
+        events = scheduler.extensions.get("events")
+        if events is not None:
+            events.event_clear(f"{state.flag}-{started!r}")
+    if state.topic is not None:
+        scheduler._broker.truncate(f"{state.topic}-{started!r}")
+
+
+def run_started(
+    start_key: Any, keys: list[Any], outputs: list[Any], unresponsive: float | None,
+    state: RunState = RunState(),
+) -> float:
     """The start of this run of a coded job, from the start task ``start_key`` (see
     `begin_run`); where the scheduler cannot run dask_polar's code, the time now and no
     watch (Dask's ``worker-ttl`` then applies)."""
@@ -71,7 +120,7 @@ def run_started(start_key: Any, keys: list[Any], outputs: list[Any], unresponsiv
         from distributed import get_client
 
         return get_client().run_on_scheduler(
-            begin_run, start_key, now, keys, outputs, unresponsive
+            begin_run, start_key, now, keys, outputs, unresponsive, state
         )
     except Exception as error:  # e.g. a scheduler without dask_polar
         logger.info("polar job %s: started without the scheduler's watch (%r)", start_key, error)
@@ -86,13 +135,14 @@ def _keep(coroutine: Any) -> None:
 
 async def watch_job(
     start: Any, started: float, keys: list[Any], outputs: list[Any],
-    unresponsive: float | None, scheduler: Any,
+    unresponsive: float | None, scheduler: Any, state: RunState = RunState(),
 ) -> None:
     """Watch the tasks ``keys`` of the run that ``start`` (its start task's state) began at
     ``started``, until its ``outputs`` have all finished (or are forgotten): then the run
-    ends, and a later compute of the same graph is a new run. Meanwhile remove each worker
-    that holds the run up and stays silent for ``unresponsive`` seconds (`silent_holders`,
-    and no answer to a ping); None: only watch for the end."""
+    ends (its ``state`` is deleted), and a later compute of the same graph is a new run.
+    Meanwhile remove each worker that holds the run up and stays silent for
+    ``unresponsive`` seconds (`silent_holders`, and no answer to a ping); None: only watch
+    for the end."""
     run = f"{start.key}-{started!r}"
     try:
         while any(_pending(scheduler, key) for key in outputs):
@@ -109,8 +159,9 @@ async def watch_job(
                 if not answered and ws.address in scheduler.workers:
                     await _remove(scheduler, ws, run, unresponsive)
     finally:
-        if _STARTS.get(start) == started:
-            del _STARTS[start]
+        _end_run(scheduler, start.key, started, state)
+        if _STARTS.get(start.key, (None, None))[1] == started:
+            del _STARTS[start.key]
 
 
 def _pending(scheduler: Any, key: Any) -> bool:

@@ -22,6 +22,7 @@ from ..stragglers.faults import fault_plan
 from . import _tasks
 from ._annotations import keep_annotations
 from ._cluster import cluster_layer
+from ._cluster_systematic import systematic_cluster_layer
 from ._driver import driver_layer, runs_systematically, systematic_driver_layer
 from ._encode import STAGES_PER_TASK, encode_layer
 from ._options import CodedOptions, as_matrix, make_code, split_rows, use_cluster_layout
@@ -85,14 +86,12 @@ def coded_matmul(
         Polar code design: straggler probability, or runtime samples / a model with
         ``cdf``/``ppf`` (computational polarization).
     systematic : bool, optional
-        Polar codes only (``polar.systematic``; default None: True in the driver layout,
-        False in the cluster layout). With True, ``k`` coded tasks are plain products of
-        ``A``'s own row blocks: they run first, with no encode before them; each parity
-        task encodes its own few blocks and runs only in the gaps (idle cores, a failed
-        task; at low priority where the backend has priorities). When every data block's
-        own product arrives nothing is decoded, and otherwise the parity results decode
-        only the blocks that are missing. The cluster layout does not run its parity in
-        the gaps yet, so there the butterfly (``False``) is cheaper.
+        Polar codes only (``polar.systematic``; default None: True). With True, ``k`` coded
+        tasks are plain products of ``A``'s own row blocks: they run first, with no encode
+        before them; each parity task encodes its own few blocks and runs only in the gaps
+        (idle cores, a late or failed task). When every data block's own product arrives
+        nothing is decoded, and otherwise the parity results decode only the blocks that
+        are missing. False: the butterfly, all ``n`` tasks at once after an encode.
     executor : concurrent.futures.Executor, optional
         Run the coded tasks there (e.g. a `LambdaExecutor`), for jobs driven locally.
         Default: a thread pool with one thread per coded task, or the cluster when the
@@ -244,6 +243,10 @@ def product_layer(
         grid = List(*[List(*map(TaskRef, row)) for row in spec.b_keys])
         tasks[rhs_key] = Task(rhs_key, np.block, grid)
     cluster = use_cluster_layout(options)
+    if cluster and SystematicLayout.of(code) is not None:
+        layer, placement = systematic_cluster_layer(spec, rhs_key, homes)
+        tasks.update(layer)
+        return _annotated(tasks, placement, options, annotations, collection_annotations)
     if not cluster and runs_systematically(code, options):
         tasks.update(systematic_driver_layer(spec, rhs_key))
         return _annotated(tasks, {}, options, annotations, collection_annotations)
@@ -274,40 +277,20 @@ def product_layer(
         order=None if order is None else tuple(order),
     )
     placement: dict[Any, str] = {}
-    priorities: dict[Any, int] = {}
     if cluster:
         tasks, placement = cluster_layer(tasks, plan)
-        priorities = _parity_priorities(tasks, code, token)
     else:
         driver_layer(tasks, plan)
-    return _annotated(tasks, placement, options, annotations, collection_annotations, priorities)
-
-
-def _parity_priorities(tasks: dict[Any, Task], code: ErasureCode, token: str) -> dict[Any, int]:
-    """A systematic code's parity tasks in the cluster layout (its encode, work and result
-    panels) -> a lower scheduler priority: where workers are scarce the data blocks' own
-    products run first (and the parity's work tasks, once the job is decodable, return at
-    once)."""
-    layout = SystematicLayout.of(code)
-    if layout is None:
-        return {}
-    names = {f"polar-encode-{token}", f"polar-work-{token}", f"polar-result-{token}"}
-    return {
-        key: -1 for key in tasks
-        if isinstance(key, tuple) and key[0] in names and key[1] in layout.parity
-    }
+    return _annotated(tasks, placement, options, annotations, collection_annotations)
 
 
 def _annotated(
     tasks: dict[Any, Task], placement: dict[Any, str], options: CodedOptions,
     annotations: dict[str, Any] | None, collection_annotations: dict[str, Any] | None,
-    priorities: dict[Any, int] | None = None,
 ) -> MaterializedLayer:
-    """The product's layer, annotated with its retries, its placement, its tasks'
-    ``priorities`` and the user's ``annotations`` (which win)."""
+    """The product's layer, annotated with its retries, its placement and the user's
+    ``annotations`` (which win)."""
     layer_annotations: dict[str, Any] = {"retries": options.retries}
-    if priorities:
-        layer_annotations["priority"] = priorities.get
     if placement:
         # evaluated per key where the graph is packed; None (the other keys) is no annotation
         layer_annotations["workers"] = placement.get

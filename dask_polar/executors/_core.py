@@ -231,19 +231,11 @@ def run_early_completion(
             (`MIN_LATE` at least; `UNTIMED_LATE` before any task has finished)."""
             chosen = np.array(decoder.mask, dtype=bool)
             now = time.time() - t0
-            late = max(LATE_FACTOR * float(np.median(durations)), MIN_LATE) if durations else UNTIMED_LATE
+            late = late_seconds(float(np.median(durations)) if durations else None)
             for j in set(pending.values()):
                 if now - first_submitted[j] <= late:
                     chosen[j] = True
-            picks = []
-            while (missing := list(code.missing(chosen))) and len(picks) < len(deferred):
-                useful = next(
-                    (j for j in deferred if not chosen[j] and generator[j, missing].any()), None
-                )
-                if useful is None:
-                    break
-                picks.append(useful)
-                chosen[useful] = True
+            picks = useful_background(code, chosen, deferred, generator)
             if picks:
                 logger.debug("job %s: launching background tasks %s", record.token, picks)
             for j in picks:
@@ -424,6 +416,29 @@ GAP_CORES = 0.75
 #: Consecutive measuring windows (20 ms each on the thread pool) that must show the gap:
 #: tasks that are still starting up look idle for a moment.
 GAP_WINDOWS = 2
+
+
+def late_seconds(typical: float | None) -> float:
+    """How long a pending task may run before it counts as late: `LATE_FACTOR` x the
+    ``typical`` task (`MIN_LATE` at least), or `UNTIMED_LATE` when no task has finished."""
+    return UNTIMED_LATE if typical is None else max(LATE_FACTOR * typical, MIN_LATE)
+
+
+def useful_background(
+    code: ErasureCode, chosen: np.ndarray, deferred: Sequence[int], generator: np.ndarray
+) -> list[int]:
+    """The fewest ``deferred`` tasks (taken in their order: cheapest first) that make the
+    results ``chosen`` (a mask of those received or on their way) decodable, each one
+    involving a data block the others leave undetermined; fewer if the rest cannot help."""
+    chosen = np.array(chosen, dtype=bool)
+    picks: list[int] = []
+    while (missing := list(code.missing(chosen))) and len(picks) < len(deferred):
+        useful = next((j for j in deferred if not chosen[j] and generator[j, missing].any()), None)
+        if useful is None:
+            break
+        picks.append(useful)
+        chosen[useful] = True
+    return picks
 
 
 class _Gaps:
