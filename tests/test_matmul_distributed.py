@@ -283,3 +283,14 @@ def test_a_systematic_codes_parity_runs_on_the_cluster_only_for_a_straggler(clie
     assert 1 <= len(launched) <= 2 and not set(launched) & set(data), launched
     assert record.tasks[data[2]].status == "cancelled" and data[2] not in record.used
     assert code.decodable(record.used)
+
+
+def test_work_tasks_keep_their_keys_through_dasks_fusion(client):
+    # an uncoded product has no rescue task: a work task fused into its output block would
+    # hide from the run's watch, which removes silent workers by the tasks they hold up
+    A = da.ones((64, 4), chunks=(8, 4))
+    C = coded_matmul(A, np.ones((4, 2)), code="uncoded")
+    optimized = C.__dask_optimize__(C.__dask_graph__(), C.__dask_keys__())
+    names = {dask.utils.key_split(key) for key in dict(optimized)}
+    assert "polar-work" in names and "polar-work-coded-matmul" not in names, names
+    np.testing.assert_allclose(C.compute(), np.full((64, 2), 4.0))

@@ -112,12 +112,22 @@ class SystematicClusterJob:
         return layout
 
     @cached_property
-    def positions(self) -> list[int]:
+    def positions(self) -> tuple[int, ...]:
         """The coded position of each data block's own product (the first, for copies)."""
         first: dict[int, int] = {}
         for j, block in sorted(self.layout.plain.items()):
             first.setdefault(block, j)
-        return [first[i] for i in range(self.code.k)]
+        return tuple(first[i] for i in range(self.code.k))
+
+    @cached_property
+    def _first_statuses(self) -> tuple[str, ...]:
+        """Each position's status as a run begins: its data tasks pending, the parity
+        skipped unless needed, zero blocks known."""
+        own, zero = set(self.positions), set(self.layout.zero)
+        return tuple(
+            "zero" if j in zero else "pending" if j in own else "skipped"
+            for j in range(self.code.n)
+        )
 
     @cached_property
     def backups(self) -> dict[int, tuple[np.ndarray, tuple[int, ...]]]:
@@ -146,20 +156,14 @@ class SystematicClusterJob:
             topic=f"polar-failed-{self.token}",
         )
 
-    def _first_status(self, j: int, zero: set[int]) -> str:
-        if j in zero:
-            return "zero"
-        return "pending" if j in self.positions else "skipped"  # parity: only if needed
-
     def record(self, started: float) -> JobRecord:
         """The job's record as the run starting at ``started`` begins it."""
-        zero = set(self.layout.zero)
         return JobRecord(
             token=self.token, code=repr(self.code), n=self.code.n, k=self.code.k,
             backend="distributed",
             info_set=self.code.info_set.tolist() if isinstance(self.code, PolarCode) else None,
             started=started,
-            tasks=[TaskRecord(j, self._first_status(j, zero)) for j in range(self.code.n)],
+            tasks=[TaskRecord(j, status) for j, status in enumerate(self._first_statuses)],
             straggler_delays=None if self.faults is None else self.faults.first.tolist(),
         )
 
@@ -583,11 +587,16 @@ def decode_missing(
 
 
 def take_output(
-    job: SystematicClusterJob, outcome: WorkOutcome, rescued: dict[int, np.ndarray], i: int,
-    rows: int, col_start: int, col_stop: int, dtype: np.dtype,
+    job: SystematicClusterJob, started: float, outcome: WorkOutcome,
+    rescued: dict[int, np.ndarray], i: int, rows: int, col_start: int, col_stop: int,
+    dtype: np.dtype,
 ) -> np.ndarray:
     """Output block ``i``: rows ``:rows``, columns ``col_start:col_stop`` of data block
     ``i``'s product (its own, or the rescued one), in ``dtype``.
+
+    ``started`` (the run's start) is not used: as a second input it keeps Dask from fusing
+    the work task into its output block, which would hide the work task's key from the
+    run's watch (`dask_polar.array._watch`).
 
     Raises
     ------
@@ -610,11 +619,11 @@ def take_output(
 
 def systematic_cluster_layer(
     spec: ProductSpec, rhs_key: Any, homes: tuple[str | None, ...] | None
-) -> tuple[dict[Any, Task], dict[Any, str]]:
+) -> tuple[dict[Any, Task], dict[Any, str], Any]:
     """The tasks of a systematic code's product on a cluster (see the module docstring),
-    and their placement: each work task on the worker of its data block (``homes``, when
-    ``A`` is persisted), where the scheduler would otherwise move some to workers that look
-    less busy, taking their blocks along."""
+    their placement (each work task on the worker of its data block, ``homes``, when ``A``
+    is persisted: the scheduler would otherwise move some to workers that look less busy,
+    taking their blocks along) and the rescue task's key (None without redundancy)."""
     layer, data_keys = data_block_layer(
         spec.a_keys, spec.row_chunks, spec.token, spec.work if spec.cast else None
     )
@@ -641,7 +650,7 @@ def systematic_cluster_layer(
         for c in range(len(spec.col_chunks)):
             key = (spec.out_name, i, c)
             layer[key] = Task(
-                key, take_output, job, TaskRef((job.work_name, i)), rescued, i, rows,
+                key, take_output, job, started, TaskRef((job.work_name, i)), rescued, i, rows,
                 col_bounds[c], col_bounds[c + 1], spec.dtype,
             )
             if (job.work_name, i) in placement:
@@ -650,4 +659,4 @@ def systematic_cluster_layer(
     layer[job.start_key] = Task(
         job.start_key, start, job, list(layer), outputs, job.run_state
     )
-    return layer, placement
+    return layer, placement, job.rescue_key if job.cancellable else None

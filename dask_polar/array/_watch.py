@@ -144,8 +144,11 @@ async def watch_job(
     ``unresponsive`` seconds (`silent_holders`, and no answer to a ping); None: only watch
     for the end."""
     run = f"{start.key}-{started!r}"
+    # outputs fused into later tasks by an optimization are not the scheduler's keys: then
+    # the run lasts while any of its tasks is pending
+    ends = [key for key in outputs if key in scheduler.tasks] or keys
     try:
-        while any(_pending(scheduler, key) for key in outputs):
+        while any(_pending(scheduler, key) for key in ends):
             await asyncio.sleep(WATCH_SECONDS)
             if unresponsive is None:
                 continue

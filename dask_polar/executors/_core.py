@@ -252,8 +252,14 @@ def run_early_completion(
             return time.time() - t0 - last >= quiet
 
         def cover() -> None:
-            """Launch deferred tasks until the received and pending ones can decode again
-            (a task failed)."""
+            """Launch the fewest deferred tasks with which the received and pending ones can
+            decode again (a task failed): cheapest first among those that involve a block
+            the others leave undetermined, then the rest in order if those cannot."""
+            reachable = decoder.mask
+            reachable[list(set(pending.values()))] = True
+            for j in useful_background(code, reachable, deferred, generator):
+                deferred.remove(j)
+                launch(j)
             while deferred and not reachable_decodable(with_deferred=False):
                 release(1)
 
