@@ -110,14 +110,15 @@ def _product(method: str, A: Any, B: Any, kind: str, block: float) -> Any:
 def _pause_first_worker_at_work(
     client: Any, pids: dict[str, int], seconds: float
 ) -> threading.Thread:
-    """SIGSTOP the first worker process seen running a work task (a coded job's
-    ``polar-work`` or plain Dask's row-block product), SIGCONT it ``seconds`` later."""
+    """SIGSTOP the first worker process seen running a work task (a coded job's, see
+    `is_work_key`, or plain Dask's row-block product), SIGCONT it ``seconds`` later."""
+    from dask_polar.array._cluster_systematic import is_work_key
 
     def pause() -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             for address, keys in client.processing().items():
-                if any("polar-work" in str(key) or "_plain_block" in str(key) for key in keys):
+                if any(is_work_key(key) or "_plain_block" in str(key) for key in keys):
                     os.kill(pids[address], signal.SIGSTOP)
                     time.sleep(seconds)
                     with contextlib.suppress(ProcessLookupError):  # killed and restarted

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -288,7 +289,29 @@ def last_job(client: Any = None) -> JobRecord | None:
         except (ImportError, ValueError):
             client = None
     if client is not None:
-        events = client.get_events(EVENT_TOPIC)
-        if events:
-            candidates.append(JobRecord.from_dict(events[-1][1]))
+        record = _cluster_record(client)
+        if record is not None:
+            candidates.append(record)
     return max(candidates, key=lambda r: r.started) if candidates else None
+
+
+#: Seconds `last_job` waits for the record of a cluster job that has started but not yet
+#: recorded its end: a systematic job's outputs are its work tasks, and its record comes
+#: from its rescue task a poll after the last of them.
+RECORD_WAIT = 2.0
+
+
+def _cluster_record(client: Any) -> JobRecord | None:
+    """The newest record logged on ``client``'s scheduler, waiting up to `RECORD_WAIT` for
+    that of the newest job started there."""
+    deadline = time.monotonic() + RECORD_WAIT
+    while True:
+        events = client.get_events(EVENT_TOPIC)
+        record = JobRecord.from_dict(events[-1][1]) if events else None
+        starts = [m for _, m in client.get_events(PROGRESS_TOPIC) if m.get("event") == "start"]
+        newest = max((m["started"] for m in starts), default=None)
+        if newest is None or (record is not None and record.started >= newest):
+            return record
+        if time.monotonic() >= deadline:
+            return record
+        time.sleep(0.02)

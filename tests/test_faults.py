@@ -20,6 +20,7 @@ import pytest
 
 import dask_polar
 from dask_polar import CodedJobError, CodedJobTimeout, coded_matmul
+from dask_polar.array._cluster_systematic import is_work_key
 from dask_polar.array._tasks import coded_product
 from dask_polar.array.matmul import make_code
 from dask_polar.stragglers import Bimodal, FaultPlan, Faults, InjectedFailure
@@ -270,7 +271,7 @@ class TestCluster:
         try:
             while paused is None and time.monotonic() - start < 10:
                 for address, keys in client.processing().items():
-                    if any("polar-work" in str(key) for key in keys):
+                    if any(is_work_key(key) for key in keys):
                         paused = pids[address]
                         os.kill(paused, signal.SIGSTOP)
                         break

@@ -47,14 +47,15 @@ from ..executors.cooperative import POLL_SECONDS
 from ..jobs import JobRecord, TaskRecord, notify, remember
 from ..stragglers.faults import FaultPlan
 from . import _tasks
-from ._cluster import _attempts, _run_detached, _WatchedEvent, start, unresponsive_seconds
+from ._cluster import _attempts, _run_detached, _WatchedEvent, unresponsive_seconds
+from ._cluster import start as start_run
 from ._encode import data_block_layer
 from ._plan import ProductSpec
 from ._scaling import block_stats
 from ._systematic import Arrivals, RowFactors, SystematicLayout, parity_product
-from ._watch import RunState
+from ._watch import PENDING, RunState
 
-__all__ = ["SystematicClusterJob", "decode_missing", "systematic_cluster_layer"]
+__all__ = ["SystematicClusterJob", "decode_missing", "is_work_key", "systematic_cluster_layer"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ class SystematicClusterJob:
     timeout: float | None = None
     retries: int = 0
     unresponsive: float | None = None
+    work_keys: tuple[Any, ...] = ()  # data block -> its work task's key
+    rows: tuple[int, ...] | None = None  # the rows of each output block, if work tasks are them
 
     @property
     def start_key(self) -> str:
@@ -96,9 +99,14 @@ class SystematicClusterJob:
     def work_name(self) -> str:
         return f"polar-work-{self.token}"
 
-    @property
-    def rescue_key(self) -> str:
-        return f"polar-rescue-{self.token}"
+    def rescue_key(self, started: float) -> tuple[str, float]:
+        """The run's rescue task (submitted by its start)."""
+        return (f"polar-rescue-{self.token}", started)
+
+    def rescued_key(self, block: int, started: float) -> tuple[str, int, float]:
+        """The rescued product of data block ``block`` (or the job's error), for its work
+        task to return."""
+        return (f"polar-rescued-{self.token}", block, started)
 
     @property
     def cancellable(self) -> bool:
@@ -151,9 +159,10 @@ class SystematicClusterJob:
         """What the scheduler keeps for a run, and deletes when it ends (`RunState`)."""
         if not self.cancellable:
             return RunState()
+        # the blocks and B for parity tasks, the products for the decode
         return RunState(
-            hold=(*self.data_keys, self.rhs_key), flag=f"polar-cancel-{self.token}",
-            topic=f"polar-failed-{self.token}",
+            hold=(*self.data_keys, self.rhs_key, *self.work_keys),
+            flag=f"polar-cancel-{self.token}", topic=f"polar-failed-{self.token}",
         )
 
     def record(self, started: float) -> JobRecord:
@@ -169,23 +178,26 @@ class SystematicClusterJob:
 
 
 class _RunFlag:
-    """The cancel flag of one run, as its tasks on a worker see it: set once the rescue has
-    every data block, or once the job's ``timeout`` has passed. Pickles as its name.
+    """The cancel flag of one run, as its tasks on a worker see it: set once the job's
+    ``timeout`` has passed, or once the rescue is done (the run's ``distributed.Event``,
+    watched once per worker process by `_WatchedEvent`). Pickles as its name.
 
-    The rescue sets the run's ``distributed.Event`` (watched once per worker process by
-    `_WatchedEvent`), and a task trusts it once the scheduler holds the rescue's result: a
-    new compute of the same graph that finds the run's start still in memory has the same
-    run's name, and its tasks must not stop for the earlier compute's flag.
+    For the work task of data block ``block`` the flag counts only once the scheduler holds
+    that block's rescued product (or the job's error): then the task returns it instead of
+    its own (`work`).
     """
 
-    def __init__(self, job: SystematicClusterJob, started: float) -> None:
-        self.job, self.started = job, started
+    def __init__(self, job: SystematicClusterJob, started: float, block: int | None = None) -> None:
+        self.job, self.started, self.block = job, started, block
         self._event: _WatchedEvent | None = None
-        self._confirmed = False
+        self._confirmed = block is None
         self._asked = -float("inf")
+        # the rescue replaces no task younger than this: until then, asking costs a
+        # scheduler round trip per worker process and poll for nothing
+        self._quiet_until = time.monotonic() + CLUSTER_MIN_LATE
 
     def __reduce__(self) -> tuple:
-        return _RunFlag, (self.job, self.started)
+        return _RunFlag, (self.job, self.started, self.block)
 
     def expired(self) -> bool:
         timeout = self.job.timeout
@@ -200,23 +212,27 @@ class _RunFlag:
             self._event = _WatchedEvent.get(get_client(), self.job.event_name(self.started))
         return self
 
-    def is_set(self) -> bool:
-        if self.expired():
-            return True
-        if not self.job.cancellable:
+    def rescued(self) -> bool:
+        """Whether the rescue has this task's block (or failed): the run's flag is set and
+        the scheduler holds the block's rescued product or the job's error."""
+        if not self.job.cancellable or time.monotonic() < self._quiet_until:
             return False
         if not self.bind()._event.is_set():  # type: ignore[union-attr]
             return False
         if not self._confirmed and time.monotonic() - self._asked >= POLL_SECONDS:
             self._asked = time.monotonic()
-            client = self._event.client
+            client = self._event.client  # type: ignore[union-attr]
+            key = self.job.rescued_key(self.block, self.started)  # type: ignore[arg-type]
             try:
-                holders = client.sync(client.scheduler.who_has, keys=[self.job.rescue_key])
+                states = client.sync(client.scheduler.get_task_status, keys=[key])
             except (OSError, RuntimeError) as error:  # the cluster is closing: nobody to work for
                 logger.debug("polar job %s: cannot confirm the flag (%r)", self.job.token, error)
                 return True
-            self._confirmed = bool(holders.get(self.job.rescue_key))
+            self._confirmed = states.get(key) in ("memory", "erred")
         return self._confirmed
+
+    def is_set(self) -> bool:
+        return self.expired() or self.rescued()
 
     def wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -229,14 +245,24 @@ class _RunFlag:
 
 def work(
     job: SystematicClusterJob, started: float, block: int, a: np.ndarray, b: np.ndarray
-) -> WorkOutcome:
-    """Data block ``block``'s own product ``a @ b``, unless the job no longer needs it.
+) -> np.ndarray:
+    """Data block ``block``'s product ``a @ b``: its own, or the rescued one once the rescue
+    has it (whatever the own product is doing by then: it runs in a helper thread).
 
     A product that fails after ``retries`` attempts is reported on the run's topic (the
-    rescue decodes around it at once) and the task waits, seceded, for the job: a result it
-    does not have must not look like one that arrived.
+    rescue decodes around it at once) and the task waits, seceded, for the rescued product.
+    Where the output blocks are the work tasks (``job.rows``), the product is cut to the
+    block's rows.
+
+    Raises
+    ------
+    CodedJobTimeout
+        Once the job's ``timeout`` has passed without the product.
+    CodedJobError
+        If the product failed and the job cannot do without it (no redundancy, or the
+        rescue failed: its error).
     """
-    flag = _RunFlag(job, started).bind()
+    flag = _RunFlag(job, started, block).bind()
     position = job.positions[block]
     if job.cancellable:  # the rescue times the task from here
         from distributed import get_worker
@@ -250,30 +276,42 @@ def work(
         outcome = _run_detached(job, flag, position, product)
     else:  # every result is needed and nothing stops it: no need for a helper thread
         outcome = _attempts(job, flag, position, product)
-    if outcome.error is not None and job.cancellable:
-        from distributed import secede
-
-        get_worker().log_event(
-            job.topic(started),
-            {"block": block, "error": describe_error(outcome.error), "attempts": outcome.attempts},
-        )
-        secede()  # its thread is the cluster's again while it waits
-        while not flag.wait(1.0):
-            pass
     task = TaskRecord(
         position, outcome.status, started=outcome.started - started,
         finished=outcome.finished - started, attempts=outcome.attempts, worker=outcome.worker,
         error=outcome.error_text,
     )
     notify("on_result", job.record(started), task)
-    return outcome
+    value = outcome.value
+    if value is None and job.cancellable and not flag.expired():
+        if outcome.error is not None:
+            get_worker().log_event(
+                job.topic(started), {"block": block, "error": outcome.error_text,
+                                     "attempts": outcome.attempts},
+            )
+            from distributed import secede
+
+            secede()  # its thread is the cluster's again while it waits
+            while not flag.wait(1.0):
+                pass
+        if flag.rescued():  # the rescued product, or the rescue's error raised here
+            value = _fetch(job.rescued_key(block, started))
+    if value is None:
+        if outcome.error is not None and not flag.expired():
+            raise CodedJobError(
+                job.token, {position: outcome.error_text}, job.code.k - 1, job.code.k
+            ) from outcome.error
+        raise CodedJobTimeout(
+            job.token, job.timeout or 0.0, [position], {}, job.code.k - 1, job.code.k
+        )
+    return value if job.rows is None else value[: job.rows[block]]
 
 
 @dataclass
 class _Snapshot:
     """The work tasks of a run, as the scheduler sees them (`_snapshot`)."""
 
-    done: list[bool]  # per data block: its work task's result is in memory
+    done: list[bool]  # per data block: its work task has returned
     ages: dict[int, float]  # data block -> seconds since its task reported its start
     failed: dict[int, tuple[str, int]]  # data block -> the error its task reported, attempts
 
@@ -283,7 +321,8 @@ def _snapshot(keys: list[Any], topic: str, dask_scheduler: Any = None) -> _Snaps
     reported on ``topic`` (timed by the scheduler's clock, so workers' clocks need not
     agree)."""
     tasks = dask_scheduler.tasks
-    done = [(ts := tasks.get(key)) is not None and ts.state == "memory" for key in keys]
+    # released or forgotten: the compute that wanted it is over (or gave it up)
+    done = [(ts := tasks.get(key)) is None or ts.state not in PENDING for key in keys]
     now = time.time()
     ages: dict[int, float] = {}
     failed: dict[int, tuple[str, int]] = {}
@@ -296,13 +335,29 @@ def _snapshot(keys: list[Any], topic: str, dask_scheduler: Any = None) -> _Snaps
     return _Snapshot(done, ages, failed)
 
 
-def rescue(job: SystematicClusterJob, started: float, b: np.ndarray) -> dict[int, np.ndarray]:
+def start(job: SystematicClusterJob, keys: list[Any], outputs: list[Any]) -> float:
+    """The run's start (`dask_polar.array._cluster.start`), which also submits the run's
+    rescue (with redundancy): a task of its own that nothing in the graph waits for."""
+    started = start_run(job, keys, outputs, job.run_state)
+    if job.cancellable:
+        from distributed import Future, fire_and_forget, get_client
+
+        client = get_client()
+        fire_and_forget(client.submit(
+            rescue, job, started, Future(job.rhs_key, client), key=job.rescue_key(started),
+            pure=False, retries=0,
+        ))
+    return started
+
+
+def rescue(job: SystematicClusterJob, started: float, b: np.ndarray) -> None:
     """The rescue task: the products of the data blocks whose own work did not deliver
-    them, from parity submitted only when it is needed (see the module docstring)."""
+    them, from parity submitted only when it is needed (see the module docstring). It ends
+    once every work task has returned."""
     from distributed import worker_client
 
     with worker_client() as client:
-        return _Rescue(job, started, b, client).run()
+        _Rescue(job, started, b, client).run()
 
 
 class _Rescue:
@@ -313,7 +368,7 @@ class _Rescue:
     ) -> None:
         self.job, self.started, self.client = job, started, client
         self.finite_b = bool(block_stats(b)[1])
-        self.keys = [(job.work_name, i) for i in range(job.code.k)]
+        self.keys = list(job.work_keys)
         self.arrived: dict[int, float] = {}  # data block -> seconds after the start
         self.failed: dict[int, str] = {}  # coded position -> its error
         self.attempts: dict[int, int] = {}  # coded position -> attempts made, if it failed
@@ -336,29 +391,49 @@ class _Rescue:
             self.refs[key] = Future(key, self.client)
         return self.refs[key]
 
-    def run(self) -> dict[int, np.ndarray]:
+    def run(self) -> None:
         job, code = self.job, self.job.code
         deadline = None if job.timeout is None else self.started + job.timeout
+        rescued: dict[int, Any] = {}  # data block -> the future its work task returns
         try:
             while True:
                 self.poll()
                 if len(self.arrived) == code.k:
-                    return self.finish({})
+                    break
                 mask = self.mask()
                 if self.finite_b and code.decodable(mask):
-                    return self.finish(self.decode())
+                    rescued = self.decode()
+                    break
                 if deadline is not None and time.time() >= deadline:
                     raise self.timed_out()
                 self.launch_needed(mask)
                 time.sleep(RESCUE_POLL)
-        except CodedJobError:  # a failed job ends too: observers must not wait on it
+            self.record(decoded=True)
+        except CodedJobError as error:  # a failed job ends too: observers must not wait on it
             self.record(decoded=False)
-            raise
-        finally:  # the job is over, decoded or not: its stragglers and parity may stop
+            rescued = {
+                i: self.client.submit(_raise, error, key=job.rescued_key(i, self.started))
+                for i in range(code.k) if i not in self.arrived
+            }
+        rescued.update(self.copies)
+        if rescued or self.launched:  # the stragglers and the parity may stop
             try:
                 self.client.sync(self.client.scheduler.event_set, name=job.event_name(self.started))
             except (OSError, RuntimeError) as error:  # the cluster is closing
                 logger.debug("polar job %s: flag not set (%r)", job.token, error)
+                return
+        # the rescued products live as long as this task holds them: until the work tasks
+        # that return them have
+        while rescued and self.work_pending():
+            time.sleep(POLL_SECONDS)
+
+    def work_pending(self) -> bool:
+        """Whether a work task of the job is still to return."""
+        try:
+            states = self.client.sync(self.client.scheduler.get_task_status, keys=self.keys)
+        except (OSError, RuntimeError):  # the cluster is closing
+            return False
+        return any(state in PENDING for state in states.values())
 
     def now(self) -> float:
         return time.time() - self.started
@@ -390,7 +465,7 @@ class _Rescue:
             else:  # erred after its retries, or lost
                 error = future.exception() if future.status == "error" else None
                 self.failed[j] = describe_error(error) if error else f"parity task {future.status}"
-        for block, future in list(self.copies.items()):
+        for block, future in self.copies.items():
             if future.status == "finished" and block not in self.arrived:
                 self.arrived[block] = now
 
@@ -430,11 +505,7 @@ class _Rescue:
         if not self.finite_b:
             for i in job.code.missing(chosen):
                 if i not in self.copies:
-                    self.copies[i] = self.client.submit(
-                        _tasks.coded_product, self.ref(job.data_keys[i]), self.ref(job.rhs_key),
-                        _RunFlag(job, self.started), None, job.positions[i], 0, job.panel_rows,
-                        key=(f"polar-copy-{job.token}", i, self.started), pure=False,
-                    )
+                    self.copies[i] = self.copy(i)
             return
         deferred = [j for j in self.cheapest if j not in self.launched]
         picks = useful_background(job.code, chosen, deferred, job.code.generator)
@@ -466,39 +537,34 @@ class _Rescue:
             reachable[j] |= j not in self.failed
         return job.code.decodable(reachable)
 
-    def decode(self) -> dict[int, np.ndarray]:
-        """The missing blocks' products, decoded on a worker from the parity that arrived
-        and the plain products of the blocks it sums."""
-        job = self.job
+    def decode(self) -> dict[int, Any]:
+        """Futures of the missing blocks' products (under their `rescued_key`), decoded on a
+        worker from the parity that arrived and the plain products of the blocks it sums."""
+        job, started = self.job, self.started
         missing = [i for i in range(job.code.k) if i not in self.arrived]
         rows = {j: self.launched[j][0] for j in self.finished}
         summed = {i for j in rows for i in job.backups[j][1]} - set(missing)
-        plain = {i: self.ref((job.work_name, i)) for i in sorted(summed)}
-        rescued = self.client.submit(
-            decode_missing, job.backups, missing, rows, plain, job.dtype,
-            key=(f"polar-decode-{job.token}", self.started), pure=False,
-        ).result()
-        lost = [i for i, value in rescued.items() if value is None]
-        if lost:  # blocks left out of the parity (not finite): their products directly
-            copies = [
-                self.client.submit(
-                    _tasks.coded_product, self.ref(job.data_keys[i]), self.ref(job.rhs_key),
-                    _RunFlag(job, self.started), None, job.positions[i], 0, job.panel_rows,
-                    pure=False,
-                )
-                for i in lost
-            ]
-            for i, outcome in zip(lost, self.client.gather(copies)):
-                rescued[i] = outcome.value
-        return rescued
+        plain = {i: self.ref(job.work_keys[i]) for i in sorted(summed)}
+        decoded = self.client.submit(
+            decode_missing, job.backups, missing, rows, plain, job.dtype, job.block_rows,
+            key=(f"polar-decode-{job.token}", started), pure=False,
+        )
+        # blocks left out of the parity (not finite): their products directly
+        lost = set(self.client.submit(_missing_values, decoded, pure=False).result())
+        return {
+            i: self.copy(i) if i in lost
+            else self.client.submit(_pick, decoded, i, key=job.rescued_key(i, started))
+            for i in missing
+        }
 
-    def finish(self, rescued: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-        """Record the job and return the rescued products (the copies' too)."""
-        for i, future in self.copies.items():
-            if i not in rescued and future.status == "finished":
-                rescued[i] = future.result().value
-        self.record(decoded=True)
-        return rescued
+    def copy(self, block: int) -> Any:
+        """A future of data block ``block``'s product computed again, under its
+        `rescued_key`."""
+        job = self.job
+        return self.client.submit(
+            direct_product, self.ref(job.data_keys[block]), self.ref(job.rhs_key), job.dtype,
+            key=job.rescued_key(block, self.started), pure=False,
+        )
 
     def record(self, decoded: bool) -> None:
         """The job's `JobRecord`, decoded or not (`dask_polar.last_job`, observers)."""
@@ -539,11 +605,14 @@ class _Rescue:
 
 def decode_missing(
     backups: dict[int, tuple[np.ndarray, tuple[int, ...]]], missing: list[int],
-    rows: dict[int, WorkOutcome], plain: dict[int, WorkOutcome], dtype: np.dtype,
+    rows: dict[int, WorkOutcome], plain: dict[int, np.ndarray], dtype: np.dtype,
+    block_rows: int,
 ) -> dict[int, np.ndarray | None]:
     """The products of the ``missing`` data blocks, from the parity results ``rows``
     (position -> outcome, with the row factors of the blocks each summed in its ``side``)
-    and the plain products of the other blocks those sum (``plain``, block -> outcome).
+    and the plain products of the other blocks those sum (``plain``, block -> product;
+    a block shorter than ``block_rows`` is the padded block's product without its zero
+    rows).
 
     Parity row ``j`` is ``sum_t c_t D_t A_t @ B`` over its blocks ``t``, ``D_t`` their
     row factors (`row_normalizers`; a block that is not finite is left out). Moving the
@@ -571,7 +640,7 @@ def decode_missing(
             if source in column:
                 matrix[r, column[source]] = coefficient
                 continue
-            value = plain[source].value.astype(wide, copy=False)
+            value = _tasks.pad_rows(plain[source], block_rows, wide)
             if row_factors is not None:
                 value = value * row_factors[:, None]
             rhs[r] -= coefficient * value.reshape(-1)
@@ -586,77 +655,111 @@ def decode_missing(
     return out
 
 
-def take_output(
-    job: SystematicClusterJob, started: float, outcome: WorkOutcome,
-    rescued: dict[int, np.ndarray], i: int, rows: int, col_start: int, col_stop: int,
-    dtype: np.dtype,
+def _fetch(key: Any) -> Any:
+    """The value of ``key``, which the scheduler holds (a `Future` made from a key starts
+    pending until the scheduler is told that this client wants it: then it reports the
+    key's state, finished or erred, whose exception ``result`` raises)."""
+    from distributed import Future, get_client
+
+    client = get_client()
+    future = Future(key, client)
+    client._send_to_scheduler({"op": "client-desires-keys", "keys": [key]})
+    return future.result()
+
+
+def is_work_key(key: Any) -> bool:
+    """Whether ``key`` is a coded product's work task on a cluster (a data block's product,
+    which may be an output block, or a butterfly's coded task)."""
+    name = key[0] if isinstance(key, tuple) else key
+    return isinstance(name, str) and name.startswith(("polar-work-", "coded-matmul-"))
+
+
+def _pick(decoded: dict[int, np.ndarray | None], block: int) -> np.ndarray:
+    return decoded[block]  # type: ignore[return-value]
+
+
+def _missing_values(decoded: dict[int, np.ndarray | None]) -> list[int]:
+    return [i for i, value in decoded.items() if value is None]
+
+
+def _raise(error: BaseException) -> None:
+    """A task that raises ``error``: the rescue's failure, for the work tasks to raise."""
+    raise error
+
+
+def direct_product(a: np.ndarray, b: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``a @ b`` in ``dtype``: a data block's product computed again (numpy's NaN and
+    infinity pattern, where the parity cannot hold it)."""
+    return (a @ b).astype(dtype, copy=False)
+
+
+def take_columns(
+    value: np.ndarray, rows: int, col_start: int, col_stop: int, dtype: np.dtype
 ) -> np.ndarray:
-    """Output block ``i``: rows ``:rows``, columns ``col_start:col_stop`` of data block
-    ``i``'s product (its own, or the rescued one), in ``dtype``.
-
-    ``started`` (the run's start) is not used: as a second input it keeps Dask from fusing
-    the work task into its output block, which would hide the work task's key from the
-    run's watch (`dask_polar.array._watch`).
-
-    Raises
-    ------
-    CodedJobTimeout, CodedJobError
-        If the block has neither (a code without redundancy: its task timed out, or failed
-        after its retries).
-    """
-    value = outcome.value if outcome.value is not None else rescued.get(i)
-    if value is None:
-        position = job.positions[i]
-        if outcome.error is not None:
-            raise CodedJobError(
-                job.token, {position: outcome.error_text}, job.code.k - 1, job.code.k
-            ) from outcome.error
-        raise CodedJobTimeout(
-            job.token, job.timeout or 0.0, [position], {}, job.code.k - 1, job.code.k
-        )
+    """Output block: rows ``:rows``, columns ``col_start:col_stop`` of a data block's
+    product, in ``dtype`` (where ``B`` has several column chunks, or the product a cast)."""
     return value[:rows, col_start:col_stop].astype(dtype, copy=False)
+
+
+class _UnfusedTask(Task):
+    """A work task, which Dask's linear fusion leaves alone: fused into a later task it
+    would run under another key, hidden from the rescue and the run's watch, which follow
+    the work tasks by their keys."""
+
+    __slots__ = ()
+
+    @property
+    def block_fusion(self) -> bool:
+        return True
 
 
 def systematic_cluster_layer(
     spec: ProductSpec, rhs_key: Any, homes: tuple[str | None, ...] | None
-) -> tuple[dict[Any, Task], dict[Any, str], Any]:
-    """The tasks of a systematic code's product on a cluster (see the module docstring),
-    their placement (each work task on the worker of its data block, ``homes``, when ``A``
-    is persisted: the scheduler would otherwise move some to workers that look less busy,
-    taking their blocks along) and the rescue task's key (None without redundancy)."""
+) -> tuple[dict[Any, Task], dict[Any, str]]:
+    """The tasks of a systematic code's product on a cluster (see the module docstring)
+    and their placement: each work task on the worker of its data block (``homes``, when
+    ``A`` is persisted: the scheduler would otherwise move some to workers that look less
+    busy, taking their blocks along).
+
+    Where ``B`` is one column chunk and the product needs no cast, the work tasks are the
+    output blocks; otherwise each output block is cut from its row's work task.
+    """
     layer, data_keys = data_block_layer(
         spec.a_keys, spec.row_chunks, spec.token, spec.work if spec.cast else None
+    )
+    direct = len(spec.col_chunks) == 1 and spec.dtype == spec.work
+    work_name = f"polar-work-{spec.token}"
+    work_keys = tuple(
+        (spec.out_name, i, 0) if direct else (work_name, i) for i in range(len(data_keys))
     )
     job = SystematicClusterJob(
         token=spec.token, code=spec.code, data_keys=tuple(data_keys), rhs_key=rhs_key,
         block_rows=max(spec.row_chunks), inner=spec.inner, dtype=spec.work, faults=spec.faults,
         panel_rows=spec.options.panel_rows, timeout=spec.options.timeout,
         retries=spec.options.retries, unresponsive=unresponsive_seconds(),
+        work_keys=work_keys, rows=tuple(spec.row_chunks) if direct else None,
     )
     started = TaskRef(job.start_key)
     placement: dict[Any, str] = {}
-    for i, key in enumerate(data_keys):
-        work_key = (job.work_name, i)
-        layer[work_key] = Task(work_key, work, job, started, i, TaskRef(key), TaskRef(rhs_key))
+    for i, (key, work_key) in enumerate(zip(data_keys, work_keys)):
+        layer[work_key] = _UnfusedTask(
+            work_key, work, job, started, i, TaskRef(key), TaskRef(rhs_key)
+        )
         if homes is not None and homes[i] is not None:
             placement[work_key] = homes[i]
-    rescued: Any = {}
-    if job.cancellable:
-        layer[job.rescue_key] = Task(job.rescue_key, rescue, job, started, TaskRef(rhs_key))
-        rescued = TaskRef(job.rescue_key)
-    col_bounds = spec.col_bounds
-    outputs = []
-    for i, rows in enumerate(spec.row_chunks):
-        for c in range(len(spec.col_chunks)):
-            key = (spec.out_name, i, c)
-            layer[key] = Task(
-                key, take_output, job, started, TaskRef((job.work_name, i)), rescued, i, rows,
-                col_bounds[c], col_bounds[c + 1], spec.dtype,
-            )
-            if (job.work_name, i) in placement:
-                placement[key] = placement[(job.work_name, i)]
-            outputs.append(key)
-    layer[job.start_key] = Task(
-        job.start_key, start, job, list(layer), outputs, job.run_state
-    )
-    return layer, placement, job.rescue_key if job.cancellable else None
+    outputs = list(work_keys)
+    if not direct:
+        col_bounds = spec.col_bounds
+        outputs = []
+        for i, rows in enumerate(spec.row_chunks):
+            for c in range(len(spec.col_chunks)):
+                key = (spec.out_name, i, c)
+                layer[key] = Task(
+                    key, take_columns, TaskRef(work_keys[i]), rows, col_bounds[c],
+                    col_bounds[c + 1], spec.dtype,
+                )
+                if work_keys[i] in placement:
+                    placement[key] = placement[work_keys[i]]
+                outputs.append(key)
+    layer[job.start_key] = Task(job.start_key, start, job, list(layer), outputs)
+    return layer, placement

@@ -244,11 +244,9 @@ def product_layer(
         tasks[rhs_key] = Task(rhs_key, np.block, grid)
     cluster = use_cluster_layout(options)
     if cluster and SystematicLayout.of(code) is not None:
-        layer, placement, rescue_key = systematic_cluster_layer(spec, rhs_key, homes)
+        layer, placement = systematic_cluster_layer(spec, rhs_key, homes)
         tasks.update(layer)
-        return _annotated(
-            tasks, placement, options, annotations, collection_annotations, once=rescue_key
-        )
+        return _annotated(tasks, placement, options, annotations, collection_annotations)
     if not cluster and runs_systematically(code, options):
         tasks.update(systematic_driver_layer(spec, rhs_key))
         return _annotated(tasks, {}, options, annotations, collection_annotations)
@@ -289,14 +287,10 @@ def product_layer(
 def _annotated(
     tasks: dict[Any, Task], placement: dict[Any, str], options: CodedOptions,
     annotations: dict[str, Any] | None, collection_annotations: dict[str, Any] | None,
-    once: Any = None,
 ) -> MaterializedLayer:
-    """The product's layer, annotated with its retries (none for the task ``once``: a job
-    that failed, failed), its placement and the user's ``annotations`` (which win)."""
-    retries = options.retries
-    layer_annotations: dict[str, Any] = {
-        "retries": retries if once is None else (lambda key: 0 if key == once else retries)
-    }
+    """The product's layer, annotated with its retries, its placement and the user's
+    ``annotations`` (which win)."""
+    layer_annotations: dict[str, Any] = {"retries": options.retries}
     if placement:
         # evaluated per key where the graph is packed; None (the other keys) is no annotation
         layer_annotations["workers"] = placement.get
