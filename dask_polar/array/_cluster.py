@@ -324,6 +324,15 @@ def work(
             block, rhs, flag, faults, index, attempt, job.panel_rows, row_factors
         )
 
+    return run_product(job, flag, index, product, started)
+
+
+def run_product(
+    job: Any, flag: Any, index: int, product: Callable[[int], WorkOutcome], started: float
+) -> WorkOutcome:
+    """Coded task ``index``'s ``product`` with its retries: in a helper thread where the
+    job may stop it (`_run_detached`), else on the task's own thread; its result goes to
+    the job's observers (``on_result``)."""
     if job.cancellable or job.timeout is not None:
         outcome = _run_detached(job, flag, index, product)
     else:  # every result is needed and nothing stops it: no need for a helper thread

@@ -3,29 +3,31 @@ when a straggler needs it.
 
 A systematic code holds ``A``'s row blocks as ``k`` of its ``n`` coded blocks
 (`SystematicLayout`), so on a cluster the product needs no encode before its work, and the
-graph is little more than plain Dask's:
+graph is plain Dask's plus one task:
 
 * ``polar-start-<token>``: the run's start (as in `dask_polar.array._cluster`). The
-  scheduler also holds ``A``'s blocks and ``B`` for the run (a parity task may need a block
-  after its own product ran), and watches for silent workers (`dask_polar.array._watch`);
-* ``polar-work-<token>`` ``(i,)``: ``A_i @ B`` on the worker of ``A_i``. The product runs in
-  a helper thread, so the task returns once the job no longer needs it, whatever the
-  product does; a product that fails after its retries reports it and waits for the job
-  too (it is an erasure);
-* ``polar-rescue-<token>`` (codes with redundancy): one task that follows the work tasks
-  from the scheduler's metadata (which results are in memory, their mean duration, the
-  failures reported) from a seceded thread. Once every data block's product is in, it
-  returns nothing: no parity ran, nothing is decoded. When products are late (no result
-  for `late_seconds` of the mean task) or failed, it submits the fewest parity tasks that
-  decode with what arrived, cheapest first (each sums its own few blocks and multiplies,
-  `parity_product`), then one task that decodes the missing blocks only
-  (`decode_missing`), and returns their products;
-* the output blocks ``(name, i, c)``: work task ``i``'s product, or the rescued one.
+  scheduler also holds ``A``'s blocks, ``B`` and the products for the run (a parity task
+  or the decode may need them after their own tasks ran), and watches for silent workers
+  (`dask_polar.array._watch`). With redundancy it submits the run's rescue;
+* the work tasks, ``A_i @ B`` on the worker of ``A_i``, which are the output blocks (where
+  ``B`` has one column chunk and nothing is cast; otherwise the outputs are cut from them).
+  The product runs in a helper thread, so the task can return the rescued product instead,
+  whatever its own product does; a product that fails after its retries reports it and
+  waits for the rescued one;
+* the rescue ``polar-rescue-<token>`` (nothing waits for it): it follows the work tasks
+  from the scheduler's metadata (which have returned, when each reported its start, which
+  reported a failure) from a seceded thread. Once every data block's product is in, it
+  ends: no parity ran, nothing is decoded. When products are late (running for
+  `late_seconds` of the median task, `CLUSTER_MIN_LATE` at least) or failed, it submits the
+  fewest parity tasks that decode with what arrived, cheapest first (each sums its own few
+  blocks and multiplies, `parity_product`), then one task that decodes the missing blocks
+  only (`decode_missing`), publishes each under its block's `rescued_key` and sets the
+  run's flag, and the late work tasks return them.
 
-So without stragglers the job is ``k`` plain products and their outputs, and the code costs
-something only when a straggler does. A parity block needs the data blocks it sums, so a
-block whose only copy sits on a paused worker waits for the watch to remove that worker
-(Dask then computes the block again elsewhere), as its own product would.
+So without stragglers the job is ``k`` plain products, and the code costs something only
+when a straggler does. A parity block needs the data blocks it sums, so a block whose only
+copy sits on a paused worker waits for the watch to remove that worker (Dask then computes
+the block again elsewhere), as its own product would.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from ..executors.cooperative import POLL_SECONDS
 from ..jobs import JobRecord, TaskRecord, notify, remember
 from ..stragglers.faults import FaultPlan
 from . import _tasks
-from ._cluster import _attempts, _run_detached, _WatchedEvent, unresponsive_seconds
+from ._cluster import _WatchedEvent, run_product, unresponsive_seconds
 from ._cluster import start as start_run
 from ._encode import data_block_layer
 from ._plan import ProductSpec
@@ -272,16 +274,7 @@ def work(
     def product(attempt: int) -> WorkOutcome:
         return _tasks.coded_product(a, b, flag, job.faults, position, attempt, job.panel_rows)
 
-    if job.cancellable or job.timeout is not None:
-        outcome = _run_detached(job, flag, position, product)
-    else:  # every result is needed and nothing stops it: no need for a helper thread
-        outcome = _attempts(job, flag, position, product)
-    task = TaskRecord(
-        position, outcome.status, started=outcome.started - started,
-        finished=outcome.finished - started, attempts=outcome.attempts, worker=outcome.worker,
-        error=outcome.error_text,
-    )
-    notify("on_result", job.record(started), task)
+    outcome = run_product(job, flag, position, product, started)
     value = outcome.value
     if value is None and job.cancellable and not flag.expired():
         if outcome.error is not None:
