@@ -59,7 +59,7 @@ from ._watch import RunState, run_started
 if TYPE_CHECKING:
     from ._plan import ProductPlan
 
-__all__ = ["ClusterJob", "cluster_layer", "panel_bounds"]
+__all__ = ["ClusterJob", "RunNames", "cluster_layer", "panel_bounds"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +70,49 @@ DECODE_PANEL_BYTES = 16 << 20
 MAX_PANELS = 16
 
 
+class RunNames:
+    """What a coded job on a cluster is called, and its record's header: the part shared by
+    `ClusterJob` and the systematic layout's job (both frozen dataclasses with ``token``,
+    ``code`` and ``faults``)."""
+
+    token: str
+    code: ErasureCode
+    faults: FaultPlan | None
+
+    @property
+    def start_key(self) -> str:
+        return f"polar-start-{self.token}"
+
+    @property
+    def work_name(self) -> str:
+        return f"polar-work-{self.token}"
+
+    @property
+    def cancellable(self) -> bool:
+        """Whether the code has redundancy: without, every result is needed and nothing is
+        cancelled, so the tasks need not look at the flag."""
+        return self.code.n > self.code.k
+
+    def event_name(self, started: float) -> str:
+        """The cancel flag of the run that started at ``started``: each run of the graph has
+        its own, so a rerun of the same product (same token) starts with a clear flag."""
+        return f"polar-cancel-{self.token}-{started!r}"
+
+    def new_record(self, started: float, statuses: Any) -> JobRecord:
+        """The job's record as the run starting at ``started`` begins it, its tasks in
+        ``statuses`` (one per coded position)."""
+        return JobRecord(
+            token=self.token, code=repr(self.code), n=self.code.n, k=self.code.k,
+            backend="distributed",
+            info_set=self.code.info_set.tolist() if isinstance(self.code, PolarCode) else None,
+            started=started,
+            tasks=[TaskRecord(j, status) for j, status in enumerate(statuses)],
+            straggler_delays=None if self.faults is None else self.faults.first.tolist(),
+        )
+
+
 @dataclass(frozen=True)
-class ClusterJob:
+class ClusterJob(RunNames):
     """What the tasks of one coded product on a cluster share (pickled into each task)."""
 
     token: str
@@ -88,38 +129,14 @@ class ClusterJob:
     unresponsive: float | None = None  # seconds of silence before a worker is removed
 
     @property
-    def start_key(self) -> str:
-        return f"polar-start-{self.token}"
-
-    @property
-    def work_name(self) -> str:
-        return f"polar-work-{self.token}"
-
-    @property
     def result_name(self) -> str:
         return f"polar-result-{self.token}"
 
-    @property
-    def cancellable(self) -> bool:
-        """Whether the code has redundancy: without, every result is needed and nothing is
-        cancelled, so the tasks need not look at the flag."""
-        return self.code.n > self.code.k
-
-    def event_name(self, started: float) -> str:
-        """The cancel flag of the run that started at ``started``: each run of the graph has
-        its own, so a rerun of the same product (same token) starts with a clear flag."""
-        return f"polar-cancel-{self.token}-{started!r}"
-
     def record(self, started: float) -> JobRecord:
         """The job's record as the run starting at ``started`` begins it (all tasks pending)."""
-        zero = set(range(self.code.n)) - set(self.coded)
-        return JobRecord(
-            token=self.token, code=repr(self.code), n=self.code.n, k=self.code.k,
-            backend="distributed",
-            info_set=self.code.info_set.tolist() if isinstance(self.code, PolarCode) else None,
-            started=started,
-            tasks=[TaskRecord(j, "zero" if j in zero else "pending") for j in range(self.code.n)],
-            straggler_delays=None if self.faults is None else self.faults.first.tolist(),
+        coded = set(self.coded)
+        return self.new_record(
+            started, ("pending" if j in coded else "zero" for j in range(self.code.n))
         )
 
     @property

@@ -41,15 +41,15 @@ from typing import Any
 import numpy as np
 from dask.task_spec import Task, TaskRef
 
-from ..codes import ErasureCode, PolarCode
+from ..codes import ErasureCode
 from ..exceptions import CodedJobError, CodedJobTimeout
 from ..executors import WorkOutcome
 from ..executors._core import describe_error, late_seconds, useful_background
 from ..executors.cooperative import POLL_SECONDS
-from ..jobs import JobRecord, TaskRecord, notify, remember
+from ..jobs import JobRecord, notify, remember
 from ..stragglers.faults import FaultPlan
 from . import _tasks
-from ._cluster import _WatchedEvent, run_product, unresponsive_seconds
+from ._cluster import RunNames, _WatchedEvent, run_product, unresponsive_seconds
 from ._cluster import start as start_run
 from ._encode import data_block_layer
 from ._plan import ProductSpec
@@ -75,7 +75,7 @@ PARITY_LATE_FACTOR = 3.0
 
 
 @dataclass(frozen=True)
-class SystematicClusterJob:
+class SystematicClusterJob(RunNames):
     """What the tasks of one systematic product on a cluster share (pickled into each)."""
 
     token: str
@@ -93,14 +93,6 @@ class SystematicClusterJob:
     work_keys: tuple[Any, ...] = ()  # data block -> its work task's key
     rows: tuple[int, ...] | None = None  # the rows of each output block, if work tasks are them
 
-    @property
-    def start_key(self) -> str:
-        return f"polar-start-{self.token}"
-
-    @property
-    def work_name(self) -> str:
-        return f"polar-work-{self.token}"
-
     def rescue_key(self, started: float) -> tuple[str, float]:
         """The run's rescue task (submitted by its start)."""
         return (f"polar-rescue-{self.token}", started)
@@ -109,11 +101,6 @@ class SystematicClusterJob:
         """The rescued product of data block ``block`` (or the job's error), for its work
         task to return."""
         return (f"polar-rescued-{self.token}", block, started)
-
-    @property
-    def cancellable(self) -> bool:
-        """Whether the code has redundancy (else every product is needed: no rescue)."""
-        return self.code.n > self.code.k
 
     @cached_property
     def layout(self) -> SystematicLayout:
@@ -148,10 +135,6 @@ class SystematicClusterJob:
         rows.update((j, (np.ones(1), (i,))) for j, i in self.layout.plain.items() if j not in own)
         return rows
 
-    def event_name(self, started: float) -> str:
-        """The run's cancel flag, set by the rescue once it has every block."""
-        return f"polar-cancel-{self.token}-{started!r}"
-
     def topic(self, started: float) -> str:
         """The run's event topic, where work tasks report their failures."""
         return f"polar-failed-{self.token}-{started!r}"
@@ -169,14 +152,7 @@ class SystematicClusterJob:
 
     def record(self, started: float) -> JobRecord:
         """The job's record as the run starting at ``started`` begins it."""
-        return JobRecord(
-            token=self.token, code=repr(self.code), n=self.code.n, k=self.code.k,
-            backend="distributed",
-            info_set=self.code.info_set.tolist() if isinstance(self.code, PolarCode) else None,
-            started=started,
-            tasks=[TaskRecord(j, status) for j, status in enumerate(self._first_statuses)],
-            straggler_delays=None if self.faults is None else self.faults.first.tolist(),
-        )
+        return self.new_record(started, self._first_statuses)
 
 
 class _RunFlag:
@@ -372,9 +348,8 @@ class _Rescue:
         self.running: dict[int, float] = {}  # data block -> seconds since its task started
         self.starts: dict[int, float] = {}  # data block -> its task's start, after the run's
         self.refs: dict[Any, Any] = {}
-        self.cheapest = [
-            j for j in sorted(job.backups, key=lambda j: (len(job.backups[j][1]), j))
-        ]
+        # parity (and copies) by the number of blocks they sum: their encode's cost
+        self.cheapest = sorted(job.backups, key=lambda j: (len(job.backups[j][1]), j))
 
     def ref(self, key: Any) -> Any:
         """A future of graph key ``key`` (held for the run by the scheduler)."""
