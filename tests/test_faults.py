@@ -231,13 +231,18 @@ class TestCluster:
         faults = Faults(delays, mode="block", fail=range(30))
         with pytest.raises(CodedJobError, match=r"task\(s\) failed: task \d+: InjectedFailure") as info:
             run_on(client, a, b, stragglers=faults)
-        # the data blocks' own products that failed, and the parity launched for them
-        data = set(make_code("polar", K, n=N, systematic=True).info_set.tolist())
-        assert data & set(range(30)) <= set(info.value.failures) <= set(range(30))
+        # the tasks it names failed, and their failures alone leave the job undecodable (a
+        # failing data task still retrying when the job gave up is not named yet)
+        code = make_code("polar", K, n=N, systematic=True)
+        data = set(code.info_set.tolist())
+        assert set(info.value.failures) <= set(range(30))
+        reachable = np.ones(N, bool)
+        reachable[list(info.value.failures)] = False
+        assert not code.decodable(reachable)
         assert "InjectedFailure" in str(info.value)
         record = dask_polar.last_job()
-        failed = min(data & set(range(30)))
-        assert record.decoded_at is None and record.tasks[failed].status == "failed"
+        assert record.decoded_at is None and set(info.value.failures) & data
+        assert all(record.tasks[j].status == "failed" for j in info.value.failures)
 
     def test_timeout_bounds_the_wall_time_with_a_blocked_task(self, client):
         a, b = problem()
