@@ -246,6 +246,18 @@ def test_same_product_twice_and_a_timeout_on_the_cluster(client):
     assert time.perf_counter() - start < 10.0  # the stragglers would take 30 s
 
 
+def test_the_same_product_computed_right_after_itself_runs_again(client):
+    # a run's outputs are the computing client's: the run holds no further copy of them
+    # that would hand the next compute its results without a run
+    A, B = rand((64, 8), (8, 8)), rand((8, 5), (8, 5))
+    C = coded_matmul(A, B, n=16)
+    starts = []
+    for _ in range(3):
+        np.testing.assert_allclose(C.compute(), A.compute() @ B.compute(), atol=1e-10)
+        starts.append(dask_polar.last_job().started)
+    assert len(set(starts)) == 3, starts
+
+
 def test_systematic_polar_on_the_cluster_matches_numpy(client):
     A, B = rand((160, 12), (10, 6)), rand((12, 8), (12, 4), seed=1)
     code = dask_polar.codes.PolarCode(32, 16, systematic=True)

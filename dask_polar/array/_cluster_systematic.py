@@ -144,9 +144,12 @@ class SystematicClusterJob(RunNames):
         """What the scheduler keeps for a run, and deletes when it ends (`RunState`)."""
         if not self.cancellable:
             return RunState()
-        # the blocks and B for parity tasks, the products for the decode
+        # the blocks and B for parity tasks, the products for the decode: those that are the
+        # outputs are the computing client's until the last is rescued (held beyond, they
+        # would hand a compute of the same graph right after this one its results)
+        products = self.work_keys if self.rows is None else ()
         return RunState(
-            hold=(*self.data_keys, self.rhs_key, *self.work_keys),
+            hold=(*self.data_keys, self.rhs_key, *products),
             flag=f"polar-cancel-{self.token}", topic=f"polar-failed-{self.token}",
         )
 
