@@ -127,6 +127,25 @@ def test_cluster_layout_gives_numpys_answer_for_non_finite_and_mixed_magnitudes(
     np.testing.assert_allclose(C.compute(), a @ b, rtol=1e-10, atol=1e-10)
 
 
+def test_a_blocked_non_finite_block_comes_back_with_numpys_nan_pattern(client):
+    # the parity leaves a block that is not finite out: when its own product blocks, its
+    # work task computes it again itself
+    a = np.random.default_rng(0).standard_normal((128, 6))
+    b = np.random.default_rng(1).standard_normal((6, 5))
+    a[17, 2] = np.nan  # data block 2 (rows 16-23)
+    code = PolarCode(32, 16, systematic=True)
+    delays = np.zeros(32)
+    delays[code.info_set[[2, 5]]] = 30.0
+    faults = dask_polar.stragglers.Faults(delays, mode="block")
+    start = time.perf_counter()
+    C = coded_matmul(da.from_array(a, chunks=(8, 6)), b, code=code, stragglers=faults)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(C.compute(), a @ b, rtol=1e-10, atol=1e-10)
+    assert time.perf_counter() - start < 10
+    record = dask_polar.last_job()
+    assert {code.info_set[2], code.info_set[5]} <= set(record.cancelled)
+
+
 @pytest.mark.parametrize("code", ["polar", "uncoded"])
 @pytest.mark.parametrize(
     "b", [np.array([[60000.0, 0.0151]], np.float16), np.array([[3e38, 1e-38]], np.float32)],

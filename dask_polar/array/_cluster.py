@@ -170,10 +170,11 @@ _WATCHED_LOCK = threading.Lock()
 class _WatchedEvent:
     """This worker process's copy of the ``distributed.Event`` ``name``.
 
-    While tasks look at it, the worker's event loop asks the scheduler every `POLL_SECONDS`
-    whether the event is set, so the tasks read a local flag instead of making a round trip
-    to the scheduler each (on a busy cluster such a round trip can take as long as a
-    product). Once set, the copy stays set.
+    While tasks look at it, the worker's event loop waits on the scheduler for the event
+    (``event_wait``, `WATCH_IDLE_SECONDS` at a time), so the tasks read a local flag instead
+    of making a round trip to the scheduler each (on a busy cluster such a round trip can
+    take as long as a product), and hear of it as soon as it is set (`wake`). Once set, the
+    copy stays set.
     """
 
     def __init__(self, client: Any, name: str) -> None:
@@ -183,6 +184,7 @@ class _WatchedEvent:
         self.used = time.monotonic()
         self.watching = False
         self._lock = threading.Lock()
+        self._wakers: list[threading.Event] = []
 
     @classmethod
     def get(cls, client: Any, name: str) -> _WatchedEvent:
@@ -204,13 +206,31 @@ class _WatchedEvent:
                 self.client.loop.add_callback(self._watch)
         return self.flag.is_set()
 
+    def wake(self, waker: threading.Event) -> None:
+        """Set ``waker`` once the event is set (at once if it is)."""
+        with self._lock:
+            if not self.flag.is_set():
+                self._wakers.append(waker)
+                return
+        waker.set()
+
+    def set(self) -> None:
+        """Set this process's copy (the scheduler's event is set)."""
+        with self._lock:
+            self.flag.set()
+            wakers, self._wakers = self._wakers, []
+        for waker in wakers:
+            waker.set()
+
     async def _watch(self) -> None:
         try:
             while time.monotonic() - self.used < WATCH_IDLE_SECONDS:
-                if await self.client.scheduler.event_is_set(name=self.name):
-                    self.flag.set()
+                # a waiter that times out unset deletes the scheduler's event (no leak)
+                if await self.client.scheduler.event_wait(
+                    name=self.name, timeout=WATCH_IDLE_SECONDS
+                ):
+                    self.set()
                     return
-                await asyncio.sleep(POLL_SECONDS)
         except (OSError, RuntimeError) as error:  # the worker or scheduler is closing
             logger.debug("stopped watching %s (%r)", self.name, error)
         finally:
@@ -266,6 +286,10 @@ class _ClusterFlag:
             logger.debug("polar job %s: cannot confirm the flag (%r); stopping", self.job.token, error)
             return True
 
+    def wake_on_set(self, waker: threading.Event) -> None:
+        """Set ``waker`` once this worker hears that the job's flag is set."""
+        self.event.wake(waker)
+
     def wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + self._left(timeout)
         while (left := deadline - time.monotonic()) > 0:
@@ -295,7 +319,7 @@ class _ClusterFlag:
             if not self.job.code.decodable(mask) or await scheduler.event_is_set(name=name):
                 return
             await scheduler.event_set(name=name)
-            self.event.flag.set()
+            self.event.set()
         except (OSError, RuntimeError) as error:  # the worker or scheduler is closing
             logger.debug("polar job %s: no announce (%r)", self.job.token, error)
             return
@@ -466,6 +490,7 @@ def _run_detached(
     started, worker = time.time(), worker_name()
     box: list[WorkOutcome] = []
     done = threading.Event()
+    wake = threading.Event()  # set by the product's end and by the job's flag
     late = _JOB_TIMES.late(job.token)
     seceded = False
 
@@ -476,9 +501,11 @@ def _run_detached(
             box.append(WorkOutcome(None, started, time.time(), worker, error=error))
         finally:
             done.set()
+            wake.set()
 
     _HELPERS.submit(run)
-    while not done.wait(POLL_SECONDS):
+    flag.wake_on_set(wake)
+    while not done.is_set():
         if flag.is_set():
             break
         if not seceded and time.time() - started > late:
@@ -486,6 +513,8 @@ def _run_detached(
 
             secede()
             seceded = True
+        wake.wait(POLL_SECONDS)
+        wake.clear()  # then the loop looks at both again
     if box:
         outcome = box[0]
         outcome.worker = worker

@@ -33,6 +33,7 @@ the block again elsewhere), as its own product would.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -65,6 +66,8 @@ logger = logging.getLogger(__name__)
 RESCUE_POLL = 0.02
 #: Seconds a work task may run before it counts as late, at least.
 CLUSTER_MIN_LATE = 0.1
+#: ... and in the job's tail, where parity fills free threads (`_Rescue.late_seconds`).
+CLUSTER_TAIL_LATE = 0.05
 #: Without any result for this many times a late task's time (`STALL_SECONDS` at least),
 #: the work tasks not started yet count as late too (their worker may be stuck).
 STALL_FACTOR = 10.0
@@ -184,6 +187,11 @@ class _RunFlag:
         timeout = self.job.timeout
         return timeout is not None and time.time() - self.started >= timeout
 
+    def left(self) -> float | None:
+        """Seconds left of the job's ``timeout`` (None: no timeout)."""
+        timeout = self.job.timeout
+        return None if timeout is None else max(0.0, self.started + timeout - time.time())
+
     def bind(self) -> _RunFlag:
         """Find the worker's client now, on a task's own thread (a helper thread that asks
         the flag later would not find it)."""
@@ -193,9 +201,14 @@ class _RunFlag:
             self._event = _WatchedEvent.get(get_client(), self.job.event_name(self.started))
         return self
 
+    def wake_on_set(self, waker: threading.Event) -> None:
+        """Set ``waker`` once this worker hears that the run's flag is set."""
+        if self.job.cancellable:
+            self.bind()._event.wake(waker)  # type: ignore[union-attr]
+
     def rescued(self) -> bool:
         """Whether the rescue has this task's block (or failed): the run's flag is set and
-        the scheduler holds the block's rescued product or the job's error."""
+        the scheduler has a task for the block's rescued product (or the job's error)."""
         if not self.job.cancellable or time.monotonic() < self._quiet_until:
             return False
         if not self.bind()._event.is_set():  # type: ignore[union-attr]
@@ -209,7 +222,7 @@ class _RunFlag:
             except (OSError, RuntimeError) as error:  # the cluster is closing: nobody to work for
                 logger.debug("polar job %s: cannot confirm the flag (%r)", self.job.token, error)
                 return True
-            self._confirmed = states.get(key) in ("memory", "erred")
+            self._confirmed = states.get(key) is not None
         return self._confirmed
 
     def is_set(self) -> bool:
@@ -267,7 +280,13 @@ def work(
             while not flag.wait(1.0):
                 pass
         if flag.rescued():  # the rescued product, or the rescue's error raised here
-            value = _fetch(job.rescued_key(block, started))
+            try:
+                value = _fetch(job.rescued_key(block, started), flag.left())
+            except TimeoutError:  # the job's timeout came first
+                value = None
+            else:
+                if value is None:  # left out of the parity (not finite): computed here
+                    value = direct_product(a, b, job.dtype)
     if value is None:
         if outcome.error is not None and not flag.expired():
             raise CodedJobError(
@@ -286,6 +305,7 @@ class _Snapshot:
     done: list[bool]  # per data block: its work task has returned
     ages: dict[int, float]  # data block -> seconds since its task reported its start
     failed: dict[int, tuple[str, int]]  # data block -> the error its task reported, attempts
+    threads: int = 0  # the cluster's worker threads
 
 
 def _snapshot(keys: list[Any], topic: str, dask_scheduler: Any = None) -> _Snapshot:
@@ -304,7 +324,7 @@ def _snapshot(keys: list[Any], topic: str, dask_scheduler: Any = None) -> _Snaps
             failed[block] = (str(message["error"]), int(message["attempts"]))
         else:
             ages[block] = now - stamp
-    return _Snapshot(done, ages, failed)
+    return _Snapshot(done, ages, failed, dask_scheduler.total_nthreads)
 
 
 def start(job: SystematicClusterJob, keys: list[Any], outputs: list[Any]) -> float:
@@ -349,6 +369,7 @@ class _Rescue:
         self.copies: dict[int, Any] = {}  # data block -> a direct product's future (B not finite)
         self.durations: list[float] = []  # finished work tasks', from start to result
         self.running: dict[int, float] = {}  # data block -> seconds since its task started
+        self.threads = 0  # the cluster's worker threads
         self.starts: dict[int, float] = {}  # data block -> its task's start, after the run's
         self.refs: dict[Any, Any] = {}
         # parity (and copies) by the number of blocks they sum: their encode's cost
@@ -378,7 +399,7 @@ class _Rescue:
                 if deadline is not None and time.time() >= deadline:
                     raise self.timed_out()
                 self.launch_needed(mask)
-                time.sleep(RESCUE_POLL)
+                self.wait_for_parity(RESCUE_POLL)
             self.record(decoded=True)
         except CodedJobError as error:  # a failed job ends too: observers must not wait on it
             self.record(decoded=False)
@@ -398,6 +419,19 @@ class _Rescue:
         while rescued and self.work_pending():
             time.sleep(POLL_SECONDS)
 
+    def wait_for_parity(self, timeout: float) -> None:
+        """Sleep ``timeout`` seconds, or until a parity task launched finishes."""
+        from distributed import wait
+
+        running = [f for j, (f, _) in self.launched.items() if j not in self.finished and j not in self.failed]
+        if not running:
+            time.sleep(timeout)
+            return
+        try:
+            wait(running, timeout=timeout, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            pass
+
     def work_pending(self) -> bool:
         """Whether a work task of the job is still to return."""
         try:
@@ -414,6 +448,7 @@ class _Rescue:
         job = self.job
         snapshot = self.client.run_on_scheduler(_snapshot, self.keys, job.topic(self.started))
         now = self.now()
+        self.threads = snapshot.threads
         for block, (error, attempts) in snapshot.failed.items():
             self.failed[job.positions[block]] = error
             self.attempts[job.positions[block]] = attempts
@@ -451,9 +486,23 @@ class _Rescue:
     def late_seconds(self) -> float:
         """How long a work task may run before it counts as late: `late_seconds` of the
         median task so far, but `CLUSTER_MIN_LATE` at least (a task's start and result
-        travel through the scheduler, which on a busy cluster takes tens of ms)."""
+        travel through the scheduler, which on a busy cluster takes tens of ms).
+
+        In the job's tail (every work task has started, and threads are free: the gaps),
+        parity costs the work nothing: there a task is late once it runs longer than the
+        median, `CLUSTER_TAIL_LATE` at least."""
         typical = float(np.median(self.durations)) if self.durations else None
-        return max(late_seconds(typical), CLUSTER_MIN_LATE)
+        late = max(late_seconds(typical), CLUSTER_MIN_LATE)
+        if typical is not None and self.in_tail():
+            late = min(late, max(typical, CLUSTER_TAIL_LATE))
+        return late
+
+    def in_tail(self) -> bool:
+        """Whether every work task has started (or returned) and threads are free."""
+        k = self.job.code.k
+        started = all(i in self.arrived or i in self.running for i in range(k))
+        busy = len(self.running) + sum(j not in self.finished for j in self.launched)
+        return started and busy < self.threads
 
     def last_arrival(self) -> float:
         return max([*self.arrived.values(), *self.finished.values(), 0.0])
@@ -510,7 +559,8 @@ class _Rescue:
 
     def decode(self) -> dict[int, Any]:
         """Futures of the missing blocks' products (under their `rescued_key`), decoded on a
-        worker from the parity that arrived and the plain products of the blocks it sums."""
+        worker from the parity that arrived and the plain products of the blocks it sums
+        (None for a block the parity left out)."""
         job, started = self.job, self.started
         missing = [i for i in range(job.code.k) if i not in self.arrived]
         rows = {j: self.launched[j][0] for j in self.finished}
@@ -520,11 +570,10 @@ class _Rescue:
             decode_missing, job.backups, missing, rows, plain, job.dtype, job.block_rows,
             key=(f"polar-decode-{job.token}", started), pure=False,
         )
-        # blocks left out of the parity (not finite): their products directly
-        lost = set(self.client.submit(_missing_values, decoded, pure=False).result())
+        # a block left out of the parity (not finite) is picked as None: its work task
+        # computes it directly (numpy's NaN and infinity pattern)
         return {
-            i: self.copy(i) if i in lost
-            else self.client.submit(_pick, decoded, i, key=job.rescued_key(i, started))
+            i: self.client.submit(_pick, decoded, i, key=job.rescued_key(i, started))
             for i in missing
         }
 
@@ -626,16 +675,17 @@ def decode_missing(
     return out
 
 
-def _fetch(key: Any) -> Any:
-    """The value of ``key``, which the scheduler holds (a `Future` made from a key starts
+def _fetch(key: Any, timeout: float | None = None) -> Any:
+    """The value of ``key``, a task the scheduler has (a `Future` made from a key starts
     pending until the scheduler is told that this client wants it: then it reports the
-    key's state, finished or erred, whose exception ``result`` raises)."""
+    key's state once finished or erred, whose exception ``result`` raises; as does
+    ``TimeoutError`` after ``timeout`` seconds)."""
     from distributed import Future, get_client
 
     client = get_client()
     future = Future(key, client)
     client._send_to_scheduler({"op": "client-desires-keys", "keys": [key]})
-    return future.result()
+    return future.result(timeout=timeout)
 
 
 def is_work_key(key: Any) -> bool:
@@ -645,12 +695,8 @@ def is_work_key(key: Any) -> bool:
     return isinstance(name, str) and name.startswith(("polar-work-", "coded-matmul-"))
 
 
-def _pick(decoded: dict[int, np.ndarray | None], block: int) -> np.ndarray:
-    return decoded[block]  # type: ignore[return-value]
-
-
-def _missing_values(decoded: dict[int, np.ndarray | None]) -> list[int]:
-    return [i for i, value in decoded.items() if value is None]
+def _pick(decoded: dict[int, np.ndarray | None], block: int) -> np.ndarray | None:
+    return decoded[block]
 
 
 def _raise(error: BaseException) -> None:

@@ -39,9 +39,11 @@ WATCH_SECONDS = 0.25
 #: instant on its way to "waiting", or for good once its result is no longer wanted).
 PENDING = frozenset({"waiting", "queued", "no-worker", "processing"})
 #: The start of each live run, by its start task's key: its scheduler state (a start task
-#: run again keeps its state, its dependents wait for it; a new compute of the graph makes
-#: a new one, equal to the old by key only) and the run's start.
+#: run again keeps it; a new compute of the graph makes a new one, equal to the old by key
+#: only, unless the last compute's tasks are not forgotten yet) and the run's start.
 _STARTS: dict[Any, tuple[weakref.ref, float]] = {}
+#: States of a run's task that has begun (`_under_way`).
+_BEGUN = frozenset({"processing", "memory", "erred"})
 _WATCHES: set[asyncio.Future] = set()  # the watches and restarts under way (asyncio keeps weak refs)
 
 
@@ -79,13 +81,22 @@ def begin_run(
     if ts is None:  # not a task of this scheduler (should not happen): a run of its own
         return now
     known = _STARTS.get(start_key)
-    if known is not None and known[0]() is ts:
+    if known is not None and known[0]() is ts and _under_way(dask_scheduler, keys):
         return known[1]
     _STARTS[start_key] = (weakref.ref(ts), now)
     if state.hold:
         dask_scheduler.client_desires_keys(keys=list(state.hold), client=_holder(start_key, now))
     _keep(watch_job(ts, now, keys, outputs, unresponsive, dask_scheduler, state))
     return now
+
+
+def _under_way(scheduler: Any, keys: list[Any]) -> bool:
+    """Whether a run's tasks ``keys`` have begun: one has a result or runs. A start task run
+    again (its result lost with a worker) finds its run under way; the start of a new
+    compute of the same graph, whose tasks all wait for it, does not (its scheduler state
+    may be the last compute's, kept while the last run's tasks are forgotten)."""
+    tasks = scheduler.tasks
+    return any((ts := tasks.get(key)) is not None and ts.state in _BEGUN for key in keys)
 
 
 def _holder(start_key: Any, started: float) -> str:
