@@ -142,9 +142,10 @@ class TestThreads:
         out, elapsed = run(a, b, stragglers=blocking(stuck))
         np.testing.assert_allclose(out, a @ b, atol=1e-10)
         assert elapsed < BLOCK / 3
-        # cancelled, or (a systematic code's parity) never launched: never waited for
+        # a copy of each late block's product stood in for it (a copy is a re-run: not
+        # blocked), never waited for
         record = dask_polar.last_job()
-        assert {record.tasks[j].status for j in stuck} <= {"cancelled", "skipped"}
+        assert record.backups == count and {record.tasks[j].status for j in stuck} == {"done"}
 
     def test_a_task_that_always_fails_is_an_erasure(self):
         a, b = problem()
@@ -213,8 +214,9 @@ class TestCluster:
         np.testing.assert_allclose(out, a @ b, atol=1e-10)
         assert elapsed < BLOCK / 3
         record = dask_polar.last_job()
-        assert record.backend == "distributed" and set(stuck) <= set(record.cancelled)
-        assert code_decodable(record.used) and not set(stuck) & set(record.used)
+        # a late block's product is copied (one product; parity would encode the block)
+        assert record.backend == "distributed" and record.backups == count
+        assert {record.tasks[j].status for j in stuck} == {"done"} and code_decodable(record.used)
 
     def test_a_task_that_always_fails_is_an_erasure(self, client):
         a, b = problem()

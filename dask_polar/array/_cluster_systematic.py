@@ -1,5 +1,5 @@
-"""The systematic cluster layout: each data block's own product where it lives, parity only
-when a straggler needs it.
+"""The systematic cluster layout: each data block's own product where it lives, a copy or
+parity only when a straggler needs it.
 
 A systematic code holds ``A``'s row blocks as ``k`` of its ``n`` coded blocks
 (`SystematicLayout`), so on a cluster the product needs no encode before its work, and the
@@ -17,12 +17,15 @@ graph is plain Dask's plus one task:
 * the rescue ``polar-rescue-<token>`` (nothing waits for it): it follows the work tasks
   from the scheduler's metadata (which have returned, when each reported its start, which
   reported a failure) from a seceded thread. Once every data block's product is in, it
-  ends: no parity ran, nothing is decoded. When products are late (running for
-  `late_seconds` of the median task, `CLUSTER_MIN_LATE` at least) or failed, it submits the
-  fewest parity tasks that decode with what arrived, cheapest first (each sums its own few
-  blocks and multiplies, `parity_product`), then one task that decodes the missing blocks
-  only (`decode_missing`), publishes each under its block's `rescued_key` and sets the
-  run's flag, and the late work tasks return them.
+  ends: no parity ran, nothing is decoded. A late product (running for `late_seconds` of
+  the median task, `CLUSTER_MIN_LATE` at least) gets a copy on another worker
+  (`copy_product`): any parity row that could stand in for it sums the late block itself
+  with others, so a copy is the cheaper rescue. For products that failed (or whose copy is
+  late too) it submits the fewest parity tasks that decode with what arrived, cheapest
+  first (each sums its own few blocks and multiplies, `parity_product`), then one task
+  that decodes the missing blocks only (`decode_missing`). It publishes each rescued
+  product under its block's `rescued_key` and sets the run's flag, and the late work tasks
+  return them.
 
 So without stragglers the job is ``k`` plain products, and the code costs something only
 when a straggler does. A parity block needs the data blocks it sums, so a block whose only
@@ -35,7 +38,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -306,6 +309,8 @@ class _Snapshot:
     ages: dict[int, float]  # data block -> seconds since its task reported its start
     failed: dict[int, tuple[str, int]]  # data block -> the error its task reported, attempts
     threads: int = 0  # the cluster's worker threads
+    where: dict[int, str] = field(default_factory=dict)  # data block -> the worker running it
+    workers: tuple[str, ...] = ()  # the cluster's workers
 
 
 def _snapshot(keys: list[Any], topic: str, dask_scheduler: Any = None) -> _Snapshot:
@@ -324,7 +329,13 @@ def _snapshot(keys: list[Any], topic: str, dask_scheduler: Any = None) -> _Snaps
             failed[block] = (str(message["error"]), int(message["attempts"]))
         else:
             ages[block] = now - stamp
-    return _Snapshot(done, ages, failed, dask_scheduler.total_nthreads)
+    where = {
+        block: ts.processing_on.address for block, key in enumerate(keys)
+        if (ts := tasks.get(key)) is not None and ts.processing_on is not None
+    }
+    return _Snapshot(
+        done, ages, failed, dask_scheduler.total_nthreads, where, tuple(dask_scheduler.workers)
+    )
 
 
 def start(job: SystematicClusterJob, keys: list[Any], outputs: list[Any]) -> float:
@@ -366,11 +377,15 @@ class _Rescue:
         self.attempts: dict[int, int] = {}  # coded position -> attempts made, if it failed
         self.launched: dict[int, tuple[Any, float]] = {}  # backup position -> (future, launched)
         self.finished: dict[int, float] = {}  # backup position -> seconds after the start
-        self.copies: dict[int, Any] = {}  # data block -> a direct product's future (B not finite)
+        self.copies: dict[int, tuple[Any, float]] = {}  # data block -> (its copy's future, launched)
+        self.by_copy: set[int] = set()  # data blocks whose copy came first
+        self.copy_failed: dict[int, str] = {}  # data block -> its copy's error
         self.durations: list[float] = []  # finished work tasks', from start to result
         self.running: dict[int, float] = {}  # data block -> seconds since its task started
         self.threads = 0  # the cluster's worker threads
         self.starts: dict[int, float] = {}  # data block -> its task's start, after the run's
+        self.where: dict[int, str] = {}  # data block -> the worker running its work task
+        self.workers: tuple[str, ...] = ()
         self.refs: dict[Any, Any] = {}
         # parity (and copies) by the number of blocks they sum: their encode's cost
         self.cheapest = sorted(job.backups, key=lambda j: (len(job.backups[j][1]), j))
@@ -399,16 +414,21 @@ class _Rescue:
                 if deadline is not None and time.time() >= deadline:
                     raise self.timed_out()
                 self.launch_needed(mask)
-                self.wait_for_parity(RESCUE_POLL)
+                self.wait_for_launched(RESCUE_POLL)
             self.record(decoded=True)
-        except CodedJobError as error:  # a failed job ends too: observers must not wait on it
+        except Exception as error:  # a failed job ends too: observers must not wait on it
+            if not isinstance(error, CodedJobError):  # the rescue's own: its work tasks raise it
+                logger.error("polar job %s: the rescue failed", job.token, exc_info=True)
             self.record(decoded=False)
             rescued = {
                 i: self.client.submit(_raise, error, key=job.rescued_key(i, self.started))
                 for i in range(code.k) if i not in self.arrived
             }
-        rescued.update(self.copies)
-        if rescued or self.launched:  # the stragglers and the parity may stop
+        for i in self.by_copy:  # under the key its work task fetches
+            rescued[i] = self.client.submit(
+                _same, self.copies[i][0], key=job.rescued_key(i, self.started), pure=False
+            )
+        if rescued or self.launched or self.copies:  # the stragglers and the parity may stop
             try:
                 self.client.sync(self.client.scheduler.event_set, name=job.event_name(self.started))
             except (OSError, RuntimeError) as error:  # the cluster is closing
@@ -419,11 +439,12 @@ class _Rescue:
         while rescued and self.work_pending():
             time.sleep(POLL_SECONDS)
 
-    def wait_for_parity(self, timeout: float) -> None:
-        """Sleep ``timeout`` seconds, or until a parity task launched finishes."""
+    def wait_for_launched(self, timeout: float) -> None:
+        """Sleep ``timeout`` seconds, or until a parity task or copy launched finishes."""
         from distributed import wait
 
         running = [f for j, (f, _) in self.launched.items() if j not in self.finished and j not in self.failed]
+        running += [f for i, (f, _) in self.copies.items() if i not in self.arrived and i not in self.copy_failed]
         if not running:
             time.sleep(timeout)
             return
@@ -448,7 +469,7 @@ class _Rescue:
         job = self.job
         snapshot = self.client.run_on_scheduler(_snapshot, self.keys, job.topic(self.started))
         now = self.now()
-        self.threads = snapshot.threads
+        self.threads, self.where, self.workers = snapshot.threads, snapshot.where, snapshot.workers
         for block, (error, attempts) in snapshot.failed.items():
             self.failed[job.positions[block]] = error
             self.attempts[job.positions[block]] = attempts
@@ -471,9 +492,15 @@ class _Rescue:
             else:  # erred after its retries, or lost
                 error = future.exception() if future.status == "error" else None
                 self.failed[j] = describe_error(error) if error else f"parity task {future.status}"
-        for block, future in self.copies.items():
-            if future.status == "finished" and block not in self.arrived:
+        for block, (future, _) in self.copies.items():
+            if block in self.arrived or block in self.copy_failed or not future.done():
+                continue
+            if future.status == "finished":
                 self.arrived[block] = now
+                self.by_copy.add(block)
+            else:
+                error = future.exception() if future.status == "error" else None
+                self.copy_failed[block] = describe_error(error) if error else f"copy {future.status}"
 
     def mask(self) -> np.ndarray:
         """The coded positions whose results are in (or known: zero)."""
@@ -508,9 +535,13 @@ class _Rescue:
         return max([*self.arrived.values(), *self.finished.values(), 0.0])
 
     def launch_needed(self, mask: np.ndarray) -> None:
-        """Launch the parity that the results in and those on their way (not yet late)
-        need to decode; with ``B`` not finite (the parity is of no use), direct copies of
-        the late blocks' products."""
+        """Launch what the results in and those on their way (not yet late) need to decode.
+
+        A late block gets a copy of its product, away from its straggler: one product,
+        where any parity row that could stand in for it would sum the late block itself
+        with others (its encode reads them all). A block whose product failed (its retries
+        were copies already), or whose copy is late or failed too, gets parity, the
+        cheapest first. With ``B`` not finite (the parity is of no use), copies only."""
         job, now = self.job, self.now()
         late = self.late_seconds()
         # a task not started yet is queued, not late; unless nothing has come for long
@@ -522,10 +553,18 @@ class _Rescue:
         for j, (_, launched) in self.launched.items():
             if j not in self.failed and now - launched <= PARITY_LATE_FACTOR * late:
                 chosen[j] = True
+        for i, (_, launched) in self.copies.items():
+            if i not in self.copy_failed and now - launched <= PARITY_LATE_FACTOR * late:
+                chosen[job.positions[i]] = True
+        for i in job.code.missing(chosen):
+            if i not in self.copies and (job.positions[i] not in self.failed or not self.finite_b):
+                self.copies[i] = (self.copy(i), now)
+                chosen[job.positions[i]] = True
         if not self.finite_b:
-            for i in job.code.missing(chosen):
-                if i not in self.copies:
-                    self.copies[i] = self.copy(i)
+            if not self.pending_can_help(mask):
+                raise CodedJobError(
+                    job.token, self.failed, int(mask.sum()) - len(job.layout.zero), job.code.k
+                )
             return
         deferred = [j for j in self.cheapest if j not in self.launched]
         picks = useful_background(job.code, chosen, deferred, job.code.generator)
@@ -552,9 +591,12 @@ class _Rescue:
         job = self.job
         reachable = mask.copy()
         for i in range(job.code.k):
-            reachable[job.positions[i]] |= job.positions[i] not in self.failed
-        for j in job.backups:
-            reachable[j] |= j not in self.failed
+            reachable[job.positions[i]] |= job.positions[i] not in self.failed or (
+                i in self.copies and i not in self.copy_failed
+            )
+        if self.finite_b:
+            for j in job.backups:
+                reachable[j] |= j not in self.failed
         return job.code.decodable(reachable)
 
     def decode(self) -> dict[int, Any]:
@@ -565,7 +607,10 @@ class _Rescue:
         missing = [i for i in range(job.code.k) if i not in self.arrived]
         rows = {j: self.launched[j][0] for j in self.finished}
         summed = {i for j in rows for i in job.backups[j][1]} - set(missing)
-        plain = {i: self.ref(job.work_keys[i]) for i in sorted(summed)}
+        plain = {
+            i: self.copies[i][0] if i in self.by_copy else self.ref(job.work_keys[i])
+            for i in sorted(summed)
+        }
         decoded = self.client.submit(
             decode_missing, job.backups, missing, rows, plain, job.dtype, job.block_rows,
             key=(f"polar-decode-{job.token}", started), pure=False,
@@ -578,12 +623,16 @@ class _Rescue:
         }
 
     def copy(self, block: int) -> Any:
-        """A future of data block ``block``'s product computed again, under its
-        `rescued_key`."""
+        """A future of data block ``block``'s product computed again (as a re-run: its
+        injected faults too), on a worker other than its straggler's where there is one."""
         job = self.job
+        others = [w for w in self.workers if w != self.where.get(block)]
+        placement = {"workers": others, "allow_other_workers": True} if others else {}
         return self.client.submit(
-            direct_product, self.ref(job.data_keys[block]), self.ref(job.rhs_key), job.dtype,
-            key=job.rescued_key(block, self.started), pure=False,
+            copy_product, self.ref(job.data_keys[block]), self.ref(job.rhs_key),
+            _RunFlag(job, self.started), job.faults, job.positions[block], job.panel_rows,
+            job.dtype, key=(f"polar-copy-{job.token}", block, self.started), pure=False,
+            **placement,
         )
 
     def record(self, decoded: bool) -> None:
@@ -605,6 +654,7 @@ class _Rescue:
             if task.status == "pending":
                 task.status = "cancelled"
         record.cancelled = [t.index for t in record.tasks if t.status == "cancelled"]
+        record.backups = len(self.copies)
         if decoded:
             record.used = sorted([*(job.positions[i] for i in self.arrived), *self.finished])
             record.decodable_at = self.last_arrival()
@@ -699,6 +749,21 @@ def _pick(decoded: dict[int, np.ndarray | None], block: int) -> np.ndarray | Non
     return decoded[block]
 
 
+def _same(value: np.ndarray) -> np.ndarray:
+    return value
+
+
+def copy_product(
+    a: np.ndarray, b: np.ndarray, flag: _RunFlag, faults: FaultPlan | None, position: int,
+    panel_rows: int | None, dtype: np.dtype,
+) -> np.ndarray | None:
+    """A late data block's product ``a @ b`` in ``dtype``, computed again as the re-run of
+    its coded task ``position`` (its injected faults for a second attempt); None if the
+    run's flag stopped it (the job did without it)."""
+    outcome = _tasks.coded_product(a, b, flag.bind(), faults, position, 1, panel_rows)
+    return None if outcome.value is None else outcome.value.astype(dtype, copy=False)
+
+
 def _raise(error: BaseException) -> None:
     """A task that raises ``error``: the rescue's failure, for the work tasks to raise."""
     raise error
@@ -706,8 +771,10 @@ def _raise(error: BaseException) -> None:
 
 def direct_product(a: np.ndarray, b: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``a @ b`` in ``dtype``: a data block's product computed again (numpy's NaN and
-    infinity pattern, where the parity cannot hold it)."""
-    return (a @ b).astype(dtype, copy=False)
+    infinity pattern, where the parity cannot hold it; without its warnings, which in a
+    worker would only be logged)."""
+    with np.errstate(all="ignore"):
+        return (a @ b).astype(dtype, copy=False)
 
 
 def take_columns(

@@ -200,6 +200,7 @@ def run_early_completion(
         first_submitted: dict[int, float] = {}
         durations: list[float] = []
         backed_up: set[int] = set()
+        copied: dict[int, float] = {}  # late task -> when its copy was launched
 
         def launch(j: int) -> None:
             task = tasks[j]
@@ -224,16 +225,27 @@ def run_early_completion(
                 launch(j)
 
         def release_needed() -> None:
-            """Launch, into idle cores, the deferred tasks that the results received and
-            the pending tasks not yet late need to decode: of those that involve a data
-            block the rest leaves undetermined, the cheapest first, until they decode (or
-            none is left). Late: running for `LATE_FACTOR` x the median task so far
-            (`MIN_LATE` at least; `UNTIMED_LATE` before any task has finished)."""
+            """Launch, into idle cores, what the results received and the pending tasks not
+            yet late need to decode. A late task gets a copy, once: one product, where a
+            deferred (parity) task that could stand in for it would encode its block with
+            others. Then, for a copy late too, the deferred tasks that involve a data block
+            the rest leaves undetermined, the cheapest first, until they decode (or none is
+            left). Late: running for `LATE_FACTOR` x the median task so far (`MIN_LATE` at
+            least; `UNTIMED_LATE` before any task has finished)."""
             chosen = np.array(decoder.mask, dtype=bool)
             now = time.time() - t0
             late = late_seconds(float(np.median(durations)) if durations else None)
             for j in set(pending.values()):
-                if now - first_submitted[j] <= late:
+                if j in copied:
+                    chosen[j] = now - copied[j] <= COPY_LATE_FACTOR * late
+                elif now - first_submitted[j] <= late:
+                    chosen[j] = True
+                elif j not in in_background and j not in backed_up:
+                    logger.debug("job %s: copy of late task %d", record.token, j)
+                    backed_up.add(j)
+                    copied[j] = now
+                    record.backups += 1
+                    launch(j)
                     chosen[j] = True
             picks = useful_background(code, chosen, deferred, generator)
             if picks:
@@ -411,6 +423,8 @@ def run_early_completion(
 LATE_FACTOR = 1.5
 #: Seconds a task may run before `run_early_completion` counts it as stuck (at least).
 MIN_LATE = 0.05
+#: A late task's copy counts as late too after this many times a task's late time.
+COPY_LATE_FACTOR = 3.0
 #: Seconds a task may run before it counts as stuck while no task has finished yet.
 UNTIMED_LATE = 1.0
 #: Seconds without a result after which `run_early_completion` launches the parity a job
