@@ -29,7 +29,6 @@ paused process, a frozen VM) while the job waits on it is removed from the sched
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import queue
