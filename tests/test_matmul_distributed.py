@@ -279,6 +279,23 @@ def test_the_same_product_computed_right_after_itself_runs_again(client):
     assert len(set(starts)) == 3, starts
 
 
+def test_a_job_without_redundancy_is_recorded_on_the_cluster(client):
+    # nothing can stand in for its blocks, but its record still ends (last_job, the
+    # dashboard), decoded or failed
+    A, B = rand((64, 8), (8, 8)), rand((8, 5), (8, 5))
+    C = coded_matmul(A, B, code="uncoded")
+    np.testing.assert_allclose(C.compute(), A.compute() @ B.compute(), atol=1e-10)
+    record = dask_polar.last_job()
+    assert record.token == C.name.removeprefix("coded-matmul-")
+    assert record.decoded_at is not None and record.used == list(range(8))
+    failing = coded_matmul(A, B, code="uncoded", stragglers=dask_polar.stragglers.Faults(fail=[3]))
+    with pytest.raises(dask_polar.CodedJobError, match="task 3"):
+        failing.compute()
+    record = dask_polar.last_job()
+    assert record.token == failing.name.removeprefix("coded-matmul-")
+    assert record.decoded_at is None and record.failed == [3]
+
+
 def test_systematic_polar_on_the_cluster_matches_numpy(client):
     A, B = rand((160, 12), (10, 6)), rand((12, 8), (12, 4), seed=1)
     code = dask_polar.codes.PolarCode(32, 16, systematic=True)

@@ -67,10 +67,16 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two looks of the rescue task at the job (one scheduler round trip each).
 RESCUE_POLL = 0.02
+#: ... and of a job without redundancy, whose rescue only records it.
+FOLLOW_POLL = 0.1
+#: Seconds without a heartbeat after which the rescue counts a worker as silent: it copies
+#: no block that only such workers hold (nor launches parity that sums one).
+SILENT_SECONDS = 1.0
+#: The priority of what the rescue submits: a late or failed block's stand-in is on the
+#: job's critical path, so it goes ahead of the data tasks still queued.
+RESCUE_PRIORITY = 1
 #: Seconds a work task may run before it counts as late, at least.
 CLUSTER_MIN_LATE = 0.1
-#: ... and in the job's tail, where parity fills free threads (`_Rescue.late_seconds`).
-CLUSTER_TAIL_LATE = 0.05
 #: Without any result for this many times a late task's time (`STALL_SECONDS` at least),
 #: the work tasks not started yet count as late too (their worker may be stuck).
 STALL_FACTOR = 10.0
@@ -148,8 +154,8 @@ class SystematicClusterJob(RunNames):
     @property
     def run_state(self) -> RunState:
         """What the scheduler keeps for a run, and deletes when it ends (`RunState`)."""
-        if not self.cancellable:
-            return RunState()
+        if not self.cancellable:  # its rescue only records it, from the topic
+            return RunState(topic=f"polar-failed-{self.token}")
         # the blocks and B for parity tasks, the products for the decode: those that are the
         # outputs are the computing client's until the last is rescued (held beyond, they
         # would hand a compute of the same graph right after this one its results)
@@ -259,12 +265,11 @@ def work(
         If the product failed and the job cannot do without it (no redundancy, or the
         rescue failed: its error).
     """
+    from distributed import get_worker
+
     flag = _RunFlag(job, started, block).bind()
     position = job.positions[block]
-    if job.cancellable:  # the rescue times the task from here
-        from distributed import get_worker
-
-        get_worker().log_event(job.topic(started), {"block": block})
+    get_worker().log_event(job.topic(started), {"block": block})  # the rescue times it from here
 
     def product(attempt: int) -> WorkOutcome:
         return _tasks.coded_product(a, b, flag, job.faults, position, attempt, job.panel_rows)
@@ -291,13 +296,22 @@ def work(
                 if value is None:  # left out of the parity (not finite): computed here
                     value = direct_product(a, b, job.dtype)
     if value is None:
+        error: CodedJobError
         if outcome.error is not None and not flag.expired():
-            raise CodedJobError(
+            error = CodedJobError(
                 job.token, {position: outcome.error_text}, job.code.k - 1, job.code.k
-            ) from outcome.error
-        raise CodedJobTimeout(
-            job.token, job.timeout or 0.0, [position], {}, job.code.k - 1, job.code.k
-        )
+            )
+        else:
+            error = CodedJobTimeout(
+                job.token, job.timeout or 0.0, [position], {}, job.code.k - 1, job.code.k
+            )
+        if not job.cancellable:  # for the job's record (a rescue would have logged it)
+            get_worker().log_event(
+                job.topic(started), {"block": block,
+                                     "error": outcome.error_text or describe_error(error),
+                                     "attempts": outcome.attempts},
+            )
+        raise error from outcome.error
     return value if job.rows is None else value[: job.rows[block]]
 
 
@@ -309,14 +323,19 @@ class _Snapshot:
     ages: dict[int, float]  # data block -> seconds since its task reported its start
     failed: dict[int, tuple[str, int]]  # data block -> the error its task reported, attempts
     threads: int = 0  # the cluster's worker threads
+    erred: frozenset[int] = frozenset()  # data blocks whose work task raised
+    silent: frozenset[int] = frozenset()  # data blocks held only by silent workers
     where: dict[int, str] = field(default_factory=dict)  # data block -> the worker running it
     workers: tuple[str, ...] = ()  # the cluster's workers
 
 
-def _snapshot(keys: list[Any], topic: str, dask_scheduler: Any = None) -> _Snapshot:
+def _snapshot(
+    keys: list[Any], topic: str, data_keys: list[Any] = (), dask_scheduler: Any = None
+) -> _Snapshot:
     """On the scheduler: the run's work tasks ``keys``, with the starts and failures they
     reported on ``topic`` (timed by the scheduler's clock, so workers' clocks need not
-    agree)."""
+    agree), and which of the data blocks ``data_keys`` only silent workers hold (no
+    heartbeat for `SILENT_SECONDS`: paused, or gone)."""
     tasks = dask_scheduler.tasks
     # released or forgotten: the compute that wanted it is over (or gave it up)
     done = [(ts := tasks.get(key)) is None or ts.state not in PENDING for key in keys]
@@ -333,23 +352,33 @@ def _snapshot(keys: list[Any], topic: str, dask_scheduler: Any = None) -> _Snaps
         block: ts.processing_on.address for block, key in enumerate(keys)
         if (ts := tasks.get(key)) is not None and ts.processing_on is not None
     }
+    erred = frozenset(
+        block for block, key in enumerate(keys)
+        if (ts := tasks.get(key)) is not None and ts.state == "erred"
+    )
+    silent = frozenset(
+        block for block, key in enumerate(data_keys)
+        if (ts := tasks.get(key)) is not None and ts.who_has
+        and all(now - ws.last_seen > SILENT_SECONDS for ws in ts.who_has)
+    )
     return _Snapshot(
-        done, ages, failed, dask_scheduler.total_nthreads, where, tuple(dask_scheduler.workers)
+        done, ages, failed, dask_scheduler.total_nthreads, erred, silent, where,
+        tuple(dask_scheduler.workers),
     )
 
 
 def start(job: SystematicClusterJob, keys: list[Any], outputs: list[Any]) -> float:
     """The run's start (`dask_polar.array._cluster.start`), which also submits the run's
-    rescue (with redundancy): a task of its own that nothing in the graph waits for."""
+    rescue: a task of its own that nothing in the graph waits for (without redundancy it
+    only records the job)."""
     started = start_run(job, keys, outputs, job.run_state)
-    if job.cancellable:
-        from distributed import Future, fire_and_forget, get_client
+    from distributed import Future, fire_and_forget, get_client
 
-        client = get_client()
-        fire_and_forget(client.submit(
-            rescue, job, started, Future(job.rhs_key, client), key=job.rescue_key(started),
-            pure=False, retries=0,
-        ))
+    client = get_client()
+    fire_and_forget(client.submit(
+        rescue, job, started, Future(job.rhs_key, client), key=job.rescue_key(started),
+        pure=False, retries=0,
+    ))
     return started
 
 
@@ -383,6 +412,7 @@ class _Rescue:
         self.durations: list[float] = []  # finished work tasks', from start to result
         self.running: dict[int, float] = {}  # data block -> seconds since its task started
         self.threads = 0  # the cluster's worker threads
+        self.silent: frozenset[int] = frozenset()  # data blocks only silent workers hold
         self.starts: dict[int, float] = {}  # data block -> its task's start, after the run's
         self.where: dict[int, str] = {}  # data block -> the worker running its work task
         self.workers: tuple[str, ...] = ()
@@ -399,6 +429,9 @@ class _Rescue:
         return self.refs[key]
 
     def run(self) -> None:
+        if not self.job.cancellable:
+            self.follow()
+            return
         job, code = self.job, self.job.code
         deadline = None if job.timeout is None else self.started + job.timeout
         rescued: dict[int, Any] = {}  # data block -> the future its work task returns
@@ -421,12 +454,15 @@ class _Rescue:
                 logger.error("polar job %s: the rescue failed", job.token, exc_info=True)
             self.record(decoded=False)
             rescued = {
-                i: self.client.submit(_raise, error, key=job.rescued_key(i, self.started))
+                i: self.client.submit(
+                    _raise, error, key=job.rescued_key(i, self.started), priority=RESCUE_PRIORITY
+                )
                 for i in range(code.k) if i not in self.arrived
             }
         for i in self.by_copy:  # under the key its work task fetches
             rescued[i] = self.client.submit(
-                _same, self.copies[i][0], key=job.rescued_key(i, self.started), pure=False
+                _same, self.copies[i][0], key=job.rescued_key(i, self.started), pure=False,
+                priority=RESCUE_PRIORITY,
             )
         if rescued or self.launched or self.copies:  # the stragglers and the parity may stop
             try:
@@ -438,6 +474,16 @@ class _Rescue:
         # that return them have
         while rescued and self.work_pending():
             time.sleep(POLL_SECONDS)
+
+    def follow(self) -> None:
+        """Without redundancy nothing can stand in for a block: only record the job, once
+        every work task has returned or one has failed (it raises in the compute)."""
+        while True:
+            self.poll()
+            if len(self.arrived) == self.job.code.k or self.failed:
+                self.record(decoded=not self.failed)
+                return
+            time.sleep(FOLLOW_POLL)
 
     def wait_for_launched(self, timeout: float) -> None:
         """Sleep ``timeout`` seconds, or until a parity task or copy launched finishes."""
@@ -467,12 +513,17 @@ class _Rescue:
     def poll(self) -> None:
         """What arrived or failed since the last look."""
         job = self.job
-        snapshot = self.client.run_on_scheduler(_snapshot, self.keys, job.topic(self.started))
+        snapshot = self.client.run_on_scheduler(
+            _snapshot, self.keys, job.topic(self.started), list(job.data_keys)
+        )
         now = self.now()
         self.threads, self.where, self.workers = snapshot.threads, snapshot.where, snapshot.workers
+        self.silent = snapshot.silent
         for block, (error, attempts) in snapshot.failed.items():
             self.failed[job.positions[block]] = error
             self.attempts[job.positions[block]] = attempts
+        for block in snapshot.erred:  # raised in the compute (no redundancy, or a timeout)
+            self.failed.setdefault(job.positions[block], "work task raised")
         self.running = {}
         for block, is_done in enumerate(snapshot.done):
             if block in snapshot.ages:
@@ -515,14 +566,13 @@ class _Rescue:
         median task so far, but `CLUSTER_MIN_LATE` at least (a task's start and result
         travel through the scheduler, which on a busy cluster takes tens of ms).
 
-        In the job's tail (every work task has started, and threads are free: the gaps),
-        parity costs the work nothing: there a task is late once it runs longer than the
-        median, `CLUSTER_TAIL_LATE` at least."""
+        In the job's tail (every work task has started, and threads are free: the gaps), a
+        copy costs the work nothing: there a task is late once it runs longer than the
+        median (`CLUSTER_MIN_LATE` at least still: a copy moves its block)."""
         typical = float(np.median(self.durations)) if self.durations else None
-        late = max(late_seconds(typical), CLUSTER_MIN_LATE)
         if typical is not None and self.in_tail():
-            late = min(late, max(typical, CLUSTER_TAIL_LATE))
-        return late
+            return max(typical, CLUSTER_MIN_LATE)
+        return max(late_seconds(typical), CLUSTER_MIN_LATE)
 
     def in_tail(self) -> bool:
         """Whether every work task has started (or returned) and threads are free."""
@@ -557,6 +607,8 @@ class _Rescue:
             if i not in self.copy_failed and now - launched <= PARITY_LATE_FACTOR * late:
                 chosen[job.positions[i]] = True
         for i in job.code.missing(chosen):
+            if i in self.silent:  # a copy would wait for that worker too (the watch removes it)
+                continue
             if i not in self.copies and (job.positions[i] not in self.failed or not self.finite_b):
                 self.copies[i] = (self.copy(i), now)
                 chosen[job.positions[i]] = True
@@ -566,7 +618,10 @@ class _Rescue:
                     job.token, self.failed, int(mask.sum()) - len(job.layout.zero), job.code.k
                 )
             return
-        deferred = [j for j in self.cheapest if j not in self.launched]
+        deferred = [
+            j for j in self.cheapest
+            if j not in self.launched and not self.silent.intersection(job.backups[j][1])
+        ]
         picks = useful_background(job.code, chosen, deferred, job.code.generator)
         if picks:
             logger.debug("polar job %s: launching parity %s", job.token, picks)
@@ -577,7 +632,7 @@ class _Rescue:
                 Arrivals(), None, self.ref(job.rhs_key), _RunFlag(job, self.started),
                 job.faults, j, 0, job.panel_rows, *(self.ref(job.data_keys[i]) for i in sources),
                 key=(f"polar-parity-{job.token}", j, self.started), pure=False,
-                retries=job.retries,
+                retries=job.retries, priority=RESCUE_PRIORITY,
             )
             self.launched[j] = (future, now)
         if not picks and not self.pending_can_help(mask):
@@ -613,12 +668,14 @@ class _Rescue:
         }
         decoded = self.client.submit(
             decode_missing, job.backups, missing, rows, plain, job.dtype, job.block_rows,
-            key=(f"polar-decode-{job.token}", started), pure=False,
+            key=(f"polar-decode-{job.token}", started), pure=False, priority=RESCUE_PRIORITY,
         )
         # a block left out of the parity (not finite) is picked as None: its work task
         # computes it directly (numpy's NaN and infinity pattern)
         return {
-            i: self.client.submit(_pick, decoded, i, key=job.rescued_key(i, started))
+            i: self.client.submit(
+                _pick, decoded, i, key=job.rescued_key(i, started), priority=RESCUE_PRIORITY
+            )
             for i in missing
         }
 
@@ -632,7 +689,7 @@ class _Rescue:
             copy_product, self.ref(job.data_keys[block]), self.ref(job.rhs_key),
             _RunFlag(job, self.started), job.faults, job.positions[block], job.panel_rows,
             job.dtype, key=(f"polar-copy-{job.token}", block, self.started), pure=False,
-            **placement,
+            priority=RESCUE_PRIORITY, **placement,
         )
 
     def record(self, decoded: bool) -> None:
