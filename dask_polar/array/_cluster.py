@@ -170,7 +170,7 @@ class _WatchedEvent:
     """This worker process's copy of the ``distributed.Event`` ``name``.
 
     While tasks look at it, the worker's event loop waits on the scheduler for the event
-    (``event_wait``, `WATCH_IDLE_SECONDS` at a time), so the tasks read a local flag instead
+    (``event_wait``, `POLL_SECONDS` at a time), so the tasks read a local flag instead
     of making a round trip to the scheduler each (on a busy cluster such a round trip can
     take as long as a product), and hear of it as soon as it is set (`wake`). Once set, the
     copy stays set.
@@ -224,10 +224,9 @@ class _WatchedEvent:
     async def _watch(self) -> None:
         try:
             while time.monotonic() - self.used < WATCH_IDLE_SECONDS:
-                # a waiter that times out unset deletes the scheduler's event (no leak)
-                if await self.client.scheduler.event_wait(
-                    name=self.name, timeout=WATCH_IDLE_SECONDS
-                ):
+                # a waiter that times out unset deletes the scheduler's event (no leak); short
+                # waits: a scheduler that closes during one logs its cancellation as an error
+                if await self.client.scheduler.event_wait(name=self.name, timeout=POLL_SECONDS):
                     self.set()
                     return
         except (OSError, RuntimeError) as error:  # the worker or scheduler is closing

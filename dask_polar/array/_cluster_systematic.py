@@ -269,7 +269,8 @@ def work(
 
     flag = _RunFlag(job, started, block).bind()
     position = job.positions[block]
-    get_worker().log_event(job.topic(started), {"block": block})  # the rescue times it from here
+    if job.cancellable:  # the rescue times the task from here
+        get_worker().log_event(job.topic(started), {"block": block})
 
     def product(attempt: int) -> WorkOutcome:
         return _tasks.coded_product(a, b, flag, job.faults, position, attempt, job.panel_rows)
