@@ -296,6 +296,20 @@ def test_a_job_without_redundancy_is_recorded_on_the_cluster(client):
     assert record.decoded_at is None and record.failed == [3]
 
 
+def test_a_matrix_vector_product_under_enable_survives_a_blocked_task(client):
+    # X @ beta, as a GLM's gradient descent writes it, coded by the drop-in on the cluster
+    X, beta = rand((128, 6), (8, 6)), rand((6,), (6,), seed=1)
+    code = PolarCode(32, 16, systematic=True)
+    delays = np.zeros(32)
+    delays[code.info_set[3]] = 30.0
+    start = time.perf_counter()
+    with dask_polar.coded(min_size=0, stragglers=dask_polar.stragglers.Faults(delays, mode="block")):
+        out = X.dot(beta).compute()
+    assert time.perf_counter() - start < 10
+    np.testing.assert_allclose(out, X.compute() @ beta.compute(), atol=1e-10)
+    assert out.shape == (128,) and dask_polar.last_job().backups == 1
+
+
 def test_systematic_polar_on_the_cluster_matches_numpy(client):
     A, B = rand((160, 12), (10, 6)), rand((12, 8), (12, 4), seed=1)
     code = dask_polar.codes.PolarCode(32, 16, systematic=True)

@@ -39,6 +39,7 @@ AC = darr((24, 6), (6, 3), np.complex128)
 A1 = darr((30, 5), (30, 5))  # one block: k = 1
 Q = da.linalg.qr(darr((60, 4), (15, 4)))[0]  # tall-and-skinny QR's Q
 Y = darr((60, 3), (15, 3))
+V = darr((12,), (4,))  # a vector: matrix-vector products, as in gradient descent
 
 EXPRESSIONS = [
     # (expression, rtol) -- every form of 2-D product, chained and transposed
@@ -56,6 +57,12 @@ EXPRESSIONS = [
     ("AC @ B[:6].astype(complex)", 1e-9),
     ("A1 @ A1.T", 1e-9),
     ("Q.T @ Y", 1e-9),
+    ("A @ V", 1e-9),
+    ("A.dot(V)", 1e-9),
+    ("da.dot(A, V)", 1e-9),
+    ("da.tensordot(A, V, axes=1)", 1e-9),
+    ("A.T @ (A @ V)", 1e-9),
+    ("A @ V.compute()", 1e-9),
 ]
 
 
@@ -75,7 +82,7 @@ def test_coded_results_equal_numpy(expression, rtol):
     "expression",
     [
         "(A + 1).sum(axis=1)",  # no product at all
-        "darr((5,), (5,)) @ darr((5, 3), (5, 3))",  # 1-D operand
+        "darr((5,), (5,)) @ darr((5, 3), (5, 3))",  # a vector on the left: one row block
         "darr((2, 6, 4), (1, 3, 4)) @ darr((2, 4, 3), (1, 4, 3))",  # batched matmul
         "da.einsum('ij,jk->ik', A, B)",  # einsum
         "da.tensordot(A, A, axes=([0], [0]))",  # other axes
@@ -100,6 +107,31 @@ def test_small_products_are_left_alone_and_logged(caplog):
     with caplog.at_level(logging.DEBUG, logger="dask_polar"), dask_polar.coded(min_size=10**9):
         assert not {"polar-decode"} & prefixes(A @ B)
     assert "below polar.min-size" in caplog.text
+
+
+def test_a_matrix_vector_product_is_coded_by_row_blocks():
+    # the seed papers' gradient descent: X @ beta, X's row blocks coded, the result 1-D
+    with dask_polar.coded(min_size=0):
+        x = A.dot(V)
+        out = x.compute()
+    record = dask_polar.last_job()
+    assert out.shape == (48,) and record.k == A.numblocks[0]
+    np.testing.assert_allclose(out, A.compute() @ V.compute(), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "expression, reason",
+    [
+        ("darr((5,), (5,)) @ darr((5, 3), (5, 3))", "a vector left operand"),
+        ("darr((2, 6, 4), (1, 3, 4)) @ darr((2, 4, 3), (1, 4, 3))", "a batched or 3-D x 3-D product"),
+        ("da.tensordot(A, A, axes=([0], [0]))", "tensordot over axes ((0,), (0,))"),
+    ],
+)
+def test_skip_reasons_name_the_cause(caplog, expression, reason):
+    x = eval(expression)  # noqa: S307
+    with caplog.at_level(logging.DEBUG, logger="dask_polar"), dask_polar.coded(min_size=0):
+        x.compute()
+    assert reason in caplog.text
 
 
 def test_skips_are_logged_with_the_reason(caplog):

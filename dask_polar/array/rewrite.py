@@ -25,6 +25,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.blockwise import Blockwise
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from dask.task_spec import Task, TaskRef
 from dask.utils import key_split
 
 from .. import config
@@ -88,7 +89,7 @@ def _rewrite(hlg: HighLevelGraph, keys: Any) -> HighLevelGraph:
             continue
         chain, a_name, b_name, out_ann = match
         shape = layer.collection_annotations["shape"]
-        m, q = out_ann["shape"]
+        m, q = (*out_ann["shape"], 1)[:2]  # a matrix-vector product: one column
         p = hlg.layers[a_name].collection_annotations["shape"][1] if (
             hlg.layers[a_name].collection_annotations
         ) else None
@@ -133,26 +134,35 @@ def _match_product(
         return ""
     func = getattr(layer.task, "func", None)
     func_name = getattr(func, "__name__", "")
-    if func_name == "_tensordot":
-        if layer.task.kwargs.get("axes") != ((1,), (0,)) or layer.task.kwargs.get("is_sparse"):
-            return "tensordot over other axes, or sparse"
-    elif func_name != "_matmul":
-        return "not a plain matmul/tensordot task"
     if len(layer.indices) != 2 or layer.new_axes or layer.concatenate:
         return "not a two-operand product"
     (a_name, a_ind), (b_name, b_ind) = layer.indices
     out = layer.output_indices
-    if a_ind is None or b_ind is None or len(out) != 3:
-        return "not a 2-D product"
-    if tuple(a_ind) != (out[0], out[1]) or tuple(b_ind) != (out[1], out[2]):
+    if a_ind is None or b_ind is None:
+        return "an operand is not an array"
+    # a vector B (tensordot, dot): blocks (i, j) x (j,) summed over j to the 1-D (m,)
+    vector = func_name == "_tensordot" and len(a_ind) == 2 and len(b_ind) == 1
+    if func_name == "_tensordot":
+        if layer.task.kwargs.get("is_sparse"):
+            return "sparse chunks"
+        if layer.task.kwargs.get("axes") not in (((1,), (0,)), ((1,), (-1,)) if vector else ()):
+            return f"tensordot over axes {layer.task.kwargs.get('axes')}, not A's last with B's first"
+    elif func_name != "_matmul":
+        return "not a plain matmul/tensordot task"
+    if vector:
+        if len(out) != 2 or tuple(a_ind) != tuple(out) or tuple(b_ind) != (out[1],):
+            return "contracts other axes"
+    elif len(a_ind) != 2 or len(b_ind) != 2 or len(out) != 3:
+        return f"a batched or {len(a_ind)}-D x {len(b_ind)}-D product (only matrix products are coded)"
+    elif tuple(a_ind) != (out[0], out[1]) or tuple(b_ind) != (out[1], out[2]):
         return "contracts other axes"
     ann = layer.collection_annotations or {}
     if ann.get("chunk_type") != "numpy.ndarray":
         return f"chunks of type {ann.get('chunk_type')}"
     if a_name not in hlg.layers or b_name not in hlg.layers:
         return "operand layers not in the graph"
-    if _promoted_from_1d(a_name, hlg) or _promoted_from_1d(b_name, hlg):
-        return "1-D operand"
+    if _promoted_from_1d(a_name, hlg):  # x @ A: one row block, nothing to code across
+        return "a vector left operand (x @ A has a single row block to code)"
     try:
         check_dtype("product", np.dtype(ann.get("dtype")))
     except TypeError:
@@ -168,12 +178,12 @@ def _match_product(
             return f"unexpected layer {current} after the product"
         chain.append(current)
         out_ann = hlg.layers[current].collection_annotations or {}
-        if len(out_ann.get("shape", ())) == 2:
+        if len(out_ann.get("shape", ())) == (1 if vector else 2):
             break
     chunks = ann.get("chunks")
     if chunks is None or any(math.isnan(c) for axis in chunks for c in axis):
         return "unknown chunk sizes"
-    if tuple(out_ann.get("chunks", ())) != (chunks[0], chunks[2]):
+    if tuple(out_ann.get("chunks", ())) != ((chunks[0],) if vector else (chunks[0], chunks[2])):
         return "the reduction's output does not match the product"
     return chain, a_name, b_name, out_ann
 
@@ -194,11 +204,16 @@ def _coded_layer(
     annotations: Mapping[str, Any] | None = None,
 ) -> MaterializedLayer | None:
     options = CodedOptions.resolve()
-    row_chunks, col_chunks = out_ann["chunks"]
+    vector = len(out_ann["chunks"]) == 1
+    row_chunks, col_chunks = (*out_ann["chunks"], (1,))[:2]
     rows, inner = layer.numblocks[a_name]
-    _, cols = layer.numblocks[b_name]
     a_keys = tuple(tuple((a_name, i, j) for j in range(inner)) for i in range(rows))
-    b_keys = tuple(tuple((b_name, j, c) for c in range(cols)) for j in range(inner))
+    if vector:  # B's blocks as one column, the product's blocks as the 1-D output's
+        column = (f"polar-column-{tokenize(out_name, b_name)}", 0, 0)
+        b_keys: tuple = ((column,),)
+    else:
+        _, cols = layer.numblocks[b_name]
+        b_keys = tuple(tuple((b_name, j, c) for c in range(cols)) for j in range(inner))
     try:
         code = options.make_code(rows)
     except ValueError as error:  # e.g. more row blocks than polar.max-tasks: Dask's product
@@ -206,15 +221,35 @@ def _coded_layer(
         return None
     faults = fault_plan(options.stragglers, code.n, options.seed)
     token = tokenize(out_name, repr(code), getattr(code, "info_set", None), faults, options)
+    product_name = f"polar-product-{token}" if vector else out_name
     spec = ProductSpec(
         a_keys=a_keys, b_keys=b_keys, row_chunks=tuple(row_chunks), col_chunks=tuple(col_chunks),
         dtype=np.dtype(out_ann["dtype"]), a_dtype=a_dtype,
         inner=int(sum(layer.collection_annotations["chunks"][1])), code=code, faults=faults,
-        options=options, out_name=out_name, token=token,
+        options=options, out_name=product_name, token=token,
     )
-    return product_layer(
+    coded = product_layer(
         spec, annotations=dict(annotations or {}), collection_annotations=out_ann
     )
+    if not vector:
+        return coded
+    tasks = dict(coded.mapping)
+    tasks[column] = Task(column, _as_column, *(TaskRef((b_name, j)) for j in range(inner)))
+    for i in range(rows):
+        key = (out_name, i)
+        tasks[key] = Task(key, _first_column, TaskRef((product_name, i, 0)))
+    return MaterializedLayer(
+        tasks, annotations=coded.annotations, collection_annotations=out_ann
+    )
+
+
+def _as_column(*blocks: np.ndarray) -> np.ndarray:
+    """A vector's blocks as one column: the ``B`` of a matrix-vector product."""
+    return np.concatenate(blocks)[:, np.newaxis]
+
+
+def _first_column(block: np.ndarray) -> np.ndarray:
+    return block[:, 0]
 
 
 _PREVIOUS: list[Any] = []
