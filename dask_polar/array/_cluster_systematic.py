@@ -323,7 +323,6 @@ class _Snapshot:
     done: list[bool]  # per data block: its work task has returned
     ages: dict[int, float]  # data block -> seconds since its task reported its start
     failed: dict[int, tuple[str, int]]  # data block -> the error its task reported, attempts
-    threads: int = 0  # the cluster's worker threads
     erred: frozenset[int] = frozenset()  # data blocks whose work task raised
     silent: frozenset[int] = frozenset()  # data blocks held only by silent workers
     where: dict[int, str] = field(default_factory=dict)  # data block -> the worker running it
@@ -363,7 +362,7 @@ def _snapshot(
         and all(now - ws.last_seen > SILENT_SECONDS for ws in ts.who_has)
     )
     return _Snapshot(
-        done, ages, failed, dask_scheduler.total_nthreads, erred, silent, where,
+        done, ages, failed, erred, silent, where,
         tuple(dask_scheduler.workers),
     )
 
@@ -412,7 +411,6 @@ class _Rescue:
         self.copy_failed: dict[int, str] = {}  # data block -> its copy's error
         self.durations: list[float] = []  # finished work tasks', from start to result
         self.running: dict[int, float] = {}  # data block -> seconds since its task started
-        self.threads = 0  # the cluster's worker threads
         self.silent: frozenset[int] = frozenset()  # data blocks only silent workers hold
         self.starts: dict[int, float] = {}  # data block -> its task's start, after the run's
         self.where: dict[int, str] = {}  # data block -> the worker running its work task
@@ -518,7 +516,7 @@ class _Rescue:
             _snapshot, self.keys, job.topic(self.started), list(job.data_keys)
         )
         now = self.now()
-        self.threads, self.where, self.workers = snapshot.threads, snapshot.where, snapshot.workers
+        self.where, self.workers = snapshot.where, snapshot.workers
         self.silent = snapshot.silent
         for block, (error, attempts) in snapshot.failed.items():
             self.failed[job.positions[block]] = error
@@ -565,22 +563,11 @@ class _Rescue:
     def late_seconds(self) -> float:
         """How long a work task may run before it counts as late: `late_seconds` of the
         median task so far, but `CLUSTER_MIN_LATE` at least (a task's start and result
-        travel through the scheduler, which on a busy cluster takes tens of ms).
-
-        In the job's tail (every work task has started, and threads are free: the gaps), a
-        copy costs the work nothing: there a task is late once it runs longer than the
-        median (`CLUSTER_MIN_LATE` at least still: a copy moves its block)."""
+        travel through the scheduler, which on a busy cluster takes tens of ms). Not less
+        in the job's tail: the tasks still running there are the slowest, most of them
+        past the median of a loaded cluster, and each copy moves its block."""
         typical = float(np.median(self.durations)) if self.durations else None
-        if typical is not None and self.in_tail():
-            return max(typical, CLUSTER_MIN_LATE)
         return max(late_seconds(typical), CLUSTER_MIN_LATE)
-
-    def in_tail(self) -> bool:
-        """Whether every work task has started (or returned) and threads are free."""
-        k = self.job.code.k
-        started = all(i in self.arrived or i in self.running for i in range(k))
-        busy = len(self.running) + sum(j not in self.finished for j in self.launched)
-        return started and busy < self.threads
 
     def last_arrival(self) -> float:
         return max([*self.arrived.values(), *self.finished.values(), 0.0])
