@@ -215,7 +215,10 @@ def _threads_section(quick: bool) -> dict[str, Any]:
 
 
 def _polar_trials(section: str, kind: str, product: Any, expected: np.ndarray, trials: int) -> dict:
-    """Times of ``trials`` computes of ``product()``, each checked against ``expected``."""
+    """Times of ``trials`` computes of ``product()``, each checked against ``expected``,
+    after one untimed compute (the first job in a section also pays for its warm-up: thread
+    pools, caches, a cluster closing just before)."""
+    product().compute()
     times = []
     for _ in range(trials):
         C = product()
