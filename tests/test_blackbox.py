@@ -82,7 +82,9 @@ def test_quadratic_gradient_is_exact(code, k):
     (smooth, smooth_gradient, X),
 ])
 @pytest.mark.parametrize("code, factor", [
-    ("polar", 2.0),  # decoding by additions does not amplify the finite-difference error
+    # decoding by additions amplifies the finite-difference error little: up to 2.7x over
+    # 30 arrival orders (which results decode depends on the machine's timing)
+    ("polar", 4.0),
     ("mds", 20.0),   # a dense solve does, a little
 ])
 def test_gradient_within_finite_difference_error(f, gradient, x, code, factor):
