@@ -42,6 +42,8 @@ PENDING = frozenset({"waiting", "queued", "no-worker", "processing"})
 #: run again keeps it; a new compute of the graph makes a new one, equal to the old by key
 #: only, unless the last compute's tasks are not forgotten yet) and the run's start.
 _STARTS: dict[Any, tuple[weakref.ref, float]] = {}
+#: The stimulus with which the watch removes a silent worker.
+_REMOVED_UNRESPONSIVE = "polar-unresponsive"
 #: States of a run's task that has begun (`_under_way`).
 _BEGUN = frozenset({"processing", "memory", "erred"})
 _WATCHES: set[asyncio.Future] = set()  # the watches and restarts under way (asyncio keeps weak refs)
@@ -81,7 +83,9 @@ def begin_run(
     if ts is None:  # not a task of this scheduler (should not happen): a run of its own
         return now
     known = _STARTS.get(start_key)
-    if known is not None and known[0]() is ts and _under_way(dask_scheduler, keys):
+    if known is not None and known[0]() is ts and (
+        _under_way(dask_scheduler, keys) or _lost(dask_scheduler, start_key)
+    ):
         return known[1]
     _STARTS[start_key] = (weakref.ref(ts), now)
     if state.hold:
@@ -97,6 +101,19 @@ def _under_way(scheduler: Any, keys: list[Any]) -> bool:
     may be the last compute's, kept while the last run's tasks are forgotten)."""
     tasks = scheduler.tasks
     return any((ts := tasks.get(key)) is not None and ts.state in _BEGUN for key in keys)
+
+
+def _lost(scheduler: Any, key: Any) -> bool:
+    """Whether ``key``'s result was last let go because a worker was removed (its start
+    runs again within its run, even if none of the run's tasks had begun: they were
+    waiting for that result), not because its compute released it."""
+    for transition in reversed(scheduler.story(key)):
+        _, start, finish, _, stimulus, *_ = transition
+        if start == "memory":
+            return str(stimulus).startswith(
+                ("handle-worker-cleanup", "remove-worker", _REMOVED_UNRESPONSIVE)
+            )
+    return False
 
 
 def _holder(start_key: Any, started: float) -> str:
@@ -234,7 +251,7 @@ async def _remove(scheduler: Any, ws: Any, run: str, unresponsive: float) -> Non
     )
     nanny = ws.nanny
     await scheduler.remove_worker(
-        ws.address, stimulus_id=f"polar-unresponsive-{time.time()}", close=nanny is None
+        ws.address, stimulus_id=f"{_REMOVED_UNRESPONSIVE}-{time.time()}", close=nanny is None
     )
     if nanny:
         # waiting for the kill (0.8 s, then SIGKILL, which a stopped process also obeys)
