@@ -166,6 +166,12 @@ _WATCHED: OrderedDict[str, _WatchedEvent] = OrderedDict()  # event name -> this 
 _WATCHED_LOCK = threading.Lock()
 
 
+def seconds_left(timeout: float | None, started: float) -> float | None:
+    """Seconds left of a run's ``timeout`` from its start ``started`` (0 once it has
+    passed; None: no timeout)."""
+    return None if timeout is None else max(0.0, started + timeout - time.time())
+
+
 class _WatchedEvent:
     """This worker process's copy of the ``distributed.Event`` ``name``.
 
@@ -256,13 +262,12 @@ class _ClusterFlag:
 
     def expired(self) -> bool:
         """Whether the job's ``timeout`` has passed (its tasks then stop, undecoded)."""
-        return self.job.timeout is not None and time.time() - self.started >= self.job.timeout
+        return seconds_left(self.job.timeout, self.started) == 0.0
 
     def _left(self, timeout: float) -> float:
         """``timeout``, cut to what is left of the job's ``timeout``."""
-        if self.job.timeout is None:
-            return timeout
-        return min(timeout, max(0.0, self.started + self.job.timeout - time.time()))
+        left = seconds_left(self.job.timeout, self.started)
+        return timeout if left is None else min(timeout, left)
 
     def _confirmed(self) -> bool:
         mask = self.job.arrived(self.client)

@@ -48,12 +48,17 @@ from dask.task_spec import Task, TaskRef
 from ..codes import ErasureCode
 from ..exceptions import CodedJobError, CodedJobTimeout
 from ..executors import WorkOutcome
-from ..executors._core import describe_error, late_seconds, useful_background
+from ..executors._core import (
+    STAND_IN_LATE_FACTOR,
+    describe_error,
+    late_seconds,
+    useful_background,
+)
 from ..executors.cooperative import POLL_SECONDS
 from ..jobs import JobRecord, notify, remember
 from ..stragglers.faults import FaultPlan
 from . import _tasks
-from ._cluster import RunNames, _WatchedEvent, run_product, unresponsive_seconds
+from ._cluster import RunNames, _WatchedEvent, run_product, seconds_left, unresponsive_seconds
 from ._cluster import start as start_run
 from ._encode import data_block_layer
 from ._plan import ProductSpec
@@ -81,9 +86,6 @@ CLUSTER_MIN_LATE = 0.1
 #: the work tasks not started yet count as late too (their worker may be stuck).
 STALL_FACTOR = 10.0
 STALL_SECONDS = 1.0
-#: A parity task counts as late after this many times a late work task's time: it sums
-#: its blocks (fetched from other workers) before it multiplies.
-PARITY_LATE_FACTOR = 3.0
 
 
 @dataclass(frozen=True)
@@ -193,13 +195,11 @@ class _RunFlag:
         return _RunFlag, (self.job, self.started, self.block)
 
     def expired(self) -> bool:
-        timeout = self.job.timeout
-        return timeout is not None and time.time() - self.started >= timeout
+        return self.left() == 0.0
 
     def left(self) -> float | None:
         """Seconds left of the job's ``timeout`` (None: no timeout)."""
-        timeout = self.job.timeout
-        return None if timeout is None else max(0.0, self.started + timeout - time.time())
+        return seconds_left(self.job.timeout, self.started)
 
     def bind(self) -> _RunFlag:
         """Find the worker's client now, on a task's own thread (a helper thread that asks
@@ -326,7 +326,6 @@ class _Snapshot:
     erred: frozenset[int] = frozenset()  # data blocks whose work task raised
     silent: frozenset[int] = frozenset()  # data blocks held only by silent workers
     where: dict[int, str] = field(default_factory=dict)  # data block -> the worker running it
-    workers: tuple[str, ...] = ()  # the cluster's workers
 
 
 def _snapshot(
@@ -361,10 +360,7 @@ def _snapshot(
         if (ts := tasks.get(key)) is not None and ts.who_has
         and all(now - ws.last_seen > SILENT_SECONDS for ws in ts.who_has)
     )
-    return _Snapshot(
-        done, ages, failed, erred, silent, where,
-        tuple(dask_scheduler.workers),
-    )
+    return _Snapshot(done, ages, failed, erred, silent, where)
 
 
 def start(job: SystematicClusterJob, keys: list[Any], outputs: list[Any]) -> float:
@@ -406,7 +402,8 @@ class _Rescue:
         self.attempts: dict[int, int] = {}  # coded position -> attempts made, if it failed
         self.launched: dict[int, tuple[Any, float]] = {}  # backup position -> (future, launched)
         self.finished: dict[int, float] = {}  # backup position -> seconds after the start
-        self.copies: dict[int, tuple[Any, float]] = {}  # data block -> (its copy's future, launched)
+        # data block -> its copy's future, and when it was launched
+        self.copies: dict[int, tuple[Any, float]] = {}
         self.by_copy: set[int] = set()  # data blocks whose copy came first
         self.copy_failed: dict[int, str] = {}  # data block -> its copy's error
         self.durations: list[float] = []  # finished work tasks', from start to result
@@ -414,7 +411,6 @@ class _Rescue:
         self.silent: frozenset[int] = frozenset()  # data blocks only silent workers hold
         self.starts: dict[int, float] = {}  # data block -> its task's start, after the run's
         self.where: dict[int, str] = {}  # data block -> the worker running its work task
-        self.workers: tuple[str, ...] = ()
         self.refs: dict[Any, Any] = {}
         # parity (and copies) by the number of blocks they sum: their encode's cost
         self.cheapest = sorted(job.backups, key=lambda j: (len(job.backups[j][1]), j))
@@ -488,8 +484,13 @@ class _Rescue:
         """Sleep ``timeout`` seconds, or until a parity task or copy launched finishes."""
         from distributed import wait
 
-        running = [f for j, (f, _) in self.launched.items() if j not in self.finished and j not in self.failed]
-        running += [f for i, (f, _) in self.copies.items() if i not in self.arrived and i not in self.copy_failed]
+        running = [
+            future for j, (future, _) in self.launched.items()
+            if j not in self.finished and j not in self.failed
+        ] + [
+            future for i, (future, _) in self.copies.items()
+            if i not in self.arrived and i not in self.copy_failed
+        ]
         if not running:
             time.sleep(timeout)
             return
@@ -516,8 +517,7 @@ class _Rescue:
             _snapshot, self.keys, job.topic(self.started), list(job.data_keys)
         )
         now = self.now()
-        self.where, self.workers = snapshot.where, snapshot.workers
-        self.silent = snapshot.silent
+        self.where, self.silent = snapshot.where, snapshot.silent
         for block, (error, attempts) in snapshot.failed.items():
             self.failed[job.positions[block]] = error
             self.attempts[job.positions[block]] = attempts
@@ -540,8 +540,7 @@ class _Rescue:
             if future.status == "finished":
                 self.finished[j] = now
             else:  # erred after its retries, or lost
-                error = future.exception() if future.status == "error" else None
-                self.failed[j] = describe_error(error) if error else f"parity task {future.status}"
+                self.failed[j] = _failure(future, "parity task")
         for block, (future, _) in self.copies.items():
             if block in self.arrived or block in self.copy_failed or not future.done():
                 continue
@@ -549,8 +548,7 @@ class _Rescue:
                 self.arrived[block] = now
                 self.by_copy.add(block)
             else:
-                error = future.exception() if future.status == "error" else None
-                self.copy_failed[block] = describe_error(error) if error else f"copy {future.status}"
+                self.copy_failed[block] = _failure(future, "copy")
 
     def mask(self) -> np.ndarray:
         """The coded positions whose results are in (or known: zero)."""
@@ -589,10 +587,10 @@ class _Rescue:
             if job.positions[i] not in self.failed and not stalled:
                 chosen[job.positions[i]] |= self.running.get(i, 0.0) <= late
         for j, (_, launched) in self.launched.items():
-            if j not in self.failed and now - launched <= PARITY_LATE_FACTOR * late:
+            if j not in self.failed and now - launched <= STAND_IN_LATE_FACTOR * late:
                 chosen[j] = True
         for i, (_, launched) in self.copies.items():
-            if i not in self.copy_failed and now - launched <= PARITY_LATE_FACTOR * late:
+            if i not in self.copy_failed and now - launched <= STAND_IN_LATE_FACTOR * late:
                 chosen[job.positions[i]] = True
         for i in job.code.missing(chosen):
             if i in self.silent:  # a copy would wait for that worker too (the watch removes it)
@@ -600,17 +598,7 @@ class _Rescue:
             if i not in self.copies and (job.positions[i] not in self.failed or not self.finite_b):
                 self.copies[i] = (self.copy(i), now)
                 chosen[job.positions[i]] = True
-        if not self.finite_b:
-            if not self.pending_can_help(mask):
-                raise CodedJobError(
-                    job.token, self.failed, int(mask.sum()) - len(job.layout.zero), job.code.k
-                )
-            return
-        deferred = [
-            j for j in self.cheapest
-            if j not in self.launched and not self.silent.intersection(job.backups[j][1])
-        ]
-        picks = useful_background(job.code, chosen, deferred, job.code.generator)
+        picks = self.parity_needed(chosen) if self.finite_b else []
         if picks:
             logger.debug("polar job %s: launching parity %s", job.token, picks)
         for j in picks:
@@ -627,6 +615,16 @@ class _Rescue:
             raise CodedJobError(
                 job.token, self.failed, int(mask.sum()) - len(job.layout.zero), job.code.k
             )
+
+    def parity_needed(self, chosen: np.ndarray) -> list[int]:
+        """The fewest parity rows not launched yet that make ``chosen`` decodable, cheapest
+        first, none that sums a block only silent workers hold."""
+        job = self.job
+        deferred = [
+            j for j in self.cheapest
+            if j not in self.launched and not self.silent.intersection(job.backups[j][1])
+        ]
+        return useful_background(job.code, chosen, deferred, job.code.generator)
 
     def pending_can_help(self, mask: np.ndarray) -> bool:
         """Whether the results still to come (work not failed, parity running, parity not
@@ -671,7 +669,9 @@ class _Rescue:
         """A future of data block ``block``'s product computed again (as a re-run: its
         injected faults too), on a worker other than its straggler's where there is one."""
         job = self.job
-        others = [w for w in self.workers if w != self.where.get(block)]
+        # the client's view of the workers (refreshed every few seconds: loose placement)
+        workers = self.client.scheduler_info().get("workers", {})
+        others = [w for w in workers if w != self.where.get(block)]
         placement = {"workers": others, "allow_other_workers": True} if others else {}
         return self.client.submit(
             copy_product, self.ref(job.data_keys[block]), self.ref(job.rhs_key),
@@ -788,6 +788,12 @@ def is_work_key(key: Any) -> bool:
     which may be an output block, or a butterfly's coded task)."""
     name = key[0] if isinstance(key, tuple) else key
     return isinstance(name, str) and name.startswith(("polar-work-", "coded-matmul-"))
+
+
+def _failure(future: Any, what: str) -> str:
+    """Why ``what``'s ``future``, done but not finished, has no value."""
+    error = future.exception() if future.status == "error" else None
+    return describe_error(error) if error else f"{what} {future.status}"
 
 
 def _pick(decoded: dict[int, np.ndarray | None], block: int) -> np.ndarray | None:

@@ -146,14 +146,16 @@ def _match_product(
         if layer.task.kwargs.get("is_sparse"):
             return "sparse chunks"
         if layer.task.kwargs.get("axes") not in (((1,), (0,)), ((1,), (-1,)) if vector else ()):
-            return f"tensordot over axes {layer.task.kwargs.get('axes')}, not A's last with B's first"
+            axes = layer.task.kwargs.get("axes")
+            return f"tensordot over axes {axes}, not A's last with B's first"
     elif func_name != "_matmul":
         return "not a plain matmul/tensordot task"
     if vector:
         if len(out) != 2 or tuple(a_ind) != tuple(out) or tuple(b_ind) != (out[1],):
             return "contracts other axes"
     elif len(a_ind) != 2 or len(b_ind) != 2 or len(out) != 3:
-        return f"a batched or {len(a_ind)}-D x {len(b_ind)}-D product (only matrix products are coded)"
+        dims = f"{len(a_ind)}-D x {len(b_ind)}-D"
+        return f"a batched or {dims} product (only matrix products are coded)"
     elif tuple(a_ind) != (out[0], out[1]) or tuple(b_ind) != (out[1], out[2]):
         return "contracts other axes"
     ann = layer.collection_annotations or {}

@@ -216,6 +216,13 @@ def run_early_completion(
             extra = {"background": True} if j in in_background else {}
             pending[backend.submit(fn, *args, key=key, **extra)] = j
 
+        def copy(j: int, why: str) -> None:
+            """Launch a second copy of task ``j`` (the first to finish wins)."""
+            logger.debug("job %s: %s copy of task %d", record.token, why, j)
+            backed_up.add(j)
+            record.backups += 1
+            launch(j)
+
         def release(count: int) -> None:
             """Launch the next ``count`` deferred (background) tasks, at low priority."""
             launching, deferred[:] = deferred[:count], deferred[count:]
@@ -237,15 +244,12 @@ def run_early_completion(
             late = late_seconds(float(np.median(durations)) if durations else None)
             for j in set(pending.values()):
                 if j in copied:
-                    chosen[j] = now - copied[j] <= COPY_LATE_FACTOR * late
+                    chosen[j] = now - copied[j] <= STAND_IN_LATE_FACTOR * late
                 elif now - first_submitted[j] <= late:
                     chosen[j] = True
                 elif j not in in_background and j not in backed_up:
-                    logger.debug("job %s: copy of late task %d", record.token, j)
-                    backed_up.add(j)
                     copied[j] = now
-                    record.backups += 1
-                    launch(j)
+                    copy(j, "late")
                     chosen[j] = True
             picks = useful_background(code, chosen, deferred, generator)
             if picks:
@@ -385,10 +389,7 @@ def run_early_completion(
                         now, running, durations, total=len(first_submitted), factor=backup,
                         backed_up=backed_up,
                     ):
-                        logger.debug("job %s: backup copy of task %d", record.token, j)
-                        backed_up.add(j)
-                        record.backups += 1
-                        launch(j)
+                        copy(j, "backup")
         except BaseException:
             failed = True
             raise
@@ -423,8 +424,9 @@ def run_early_completion(
 LATE_FACTOR = 1.5
 #: Seconds a task may run before `run_early_completion` counts it as stuck (at least).
 MIN_LATE = 0.05
-#: A late task's copy counts as late too after this many times a task's late time.
-COPY_LATE_FACTOR = 3.0
+#: What stands in for a late or failed task (its copy; a parity task) counts as late too
+#: after this many times a task's late time: it may fetch its blocks first.
+STAND_IN_LATE_FACTOR = 3.0
 #: Seconds a task may run before it counts as stuck while no task has finished yet.
 UNTIMED_LATE = 1.0
 #: Seconds without a result after which `run_early_completion` launches the parity a job
