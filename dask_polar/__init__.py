@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from . import blackbox, codes, config, jobs, linear_model
-from .array import CodedMatrix, coded, coded_matmul, disable, enable, enabled, optimize
+from .array import (
+    CodedMatrix, coded, coded_matmul, disable, enable, enabled, optimize, plan_matmul,
+)
 from .diagnostics import ProgressBar
 from .exceptions import CodedJobError, CodedJobTimeout, NotDecodableError, RemoteDecodeError
 from .jobs import JobCallback, JobRecord, last_job
@@ -32,4 +34,5 @@ __all__ = [
     "last_job",
     "linear_model",
     "optimize",
+    "plan_matmul",
 ]

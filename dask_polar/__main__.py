@@ -55,6 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         help="where to write the plot (default: dask_polar_demo.png; adversarial: "
         "dask_polar_adversarial.png)",
     )
+    plan = sub.add_parser("plan", help="what code=\"auto\" would choose for A @ B, and why")
+    plan.add_argument("--shape-a", type=cli_int(1), nargs=2, metavar=("M", "P"), required=True)
+    plan.add_argument("--shape-b", type=cli_int(1), nargs=2, metavar=("P", "Q"), required=True)
+    plan.add_argument("--k", type=cli_int(1), default=None, help="row blocks of A")
+    plan.add_argument("--workers", type=cli_int(1), default=None,
+                      help="plan for this many single-threaded workers (default: this machine's threads)")
+    plan.add_argument("--dtype", default="float64", choices=["float32", "float64", "complex64", "complex128"])
     simulate_cli.add_parser(sub)
     serverless_cli.add_parser(sub)
     args = parser.parse_args(argv)
@@ -79,6 +86,18 @@ def main(argv: list[str] | None = None) -> int:
             demos.matmul_demo(
                 plot=args.plot or "dask_polar_demo.png", cluster=args.cluster, **options
             )
+    elif args.command == "plan":
+        from .array import plan_matmul
+
+        if args.shape_a[1] != args.shape_b[0]:
+            parser.error(f"--shape-a {args.shape_a} and --shape-b {args.shape_b} do not align")
+        made = plan_matmul(tuple(args.shape_a), tuple(args.shape_b), k=args.k,
+                           dtype=args.dtype, workers=args.workers)
+        print(f"A {args.shape_a[0]} x {args.shape_a[1]} @ B {args.shape_b[0]} x {args.shape_b[1]} "
+              f"({args.dtype}); median task {made.task_seconds * 1e3:.2f} ms, "
+              f"{made.slots} plain / {made.coded_slots} coded slots, stragglers {made.stragglers}")
+        print(made.table())
+        print(f"chosen: {made.chosen.name} {made.chosen.options or ''}")
     elif args.command == "simulate":
         return simulate_cli.run(args)
     elif args.command == "lambda":

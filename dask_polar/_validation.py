@@ -123,15 +123,17 @@ def check_seed(name: str, value: object) -> np.random.Generator:
 
 def as_real_array(name: str, value: object, *, allow_nan: bool = False) -> np.ndarray:
     """Return ``value`` (a real number or array of them) as a float64 array, naming ``name``."""
-    message = f"{name} must be real numbers, got {type(value).__name__} {reprlib.repr(value)}"
+    def message() -> str:  # only on error: the repr of a large array costs milliseconds
+        return f"{name} must be real numbers, got {type(value).__name__} {reprlib.repr(value)}"
+
     if isinstance(value, (bool, np.bool_)):
-        raise TypeError(message)
+        raise TypeError(message())
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as err:  # ragged nested sequences
-        raise TypeError(message) from err
+        raise TypeError(message()) from err
     if array.dtype.kind not in "iuf":
-        raise TypeError(f"{message} (dtype {array.dtype})")
+        raise TypeError(f"{message()} (dtype {array.dtype})")
     array = array.astype(np.float64, copy=False)
     if not allow_nan and np.isnan(array).any():
         raise ValueError(f"{name} must not contain NaN, got {reprlib.repr(value)}")

@@ -31,6 +31,25 @@ EVENT_TOPIC = "dask_polar"
 PROGRESS_TOPIC = "dask_polar-progress"
 _HISTORY: collections.deque[JobRecord] = collections.deque(maxlen=100)
 _CALLBACKS: list[JobCallback] = []
+#: Functions every remembered record is passed to (the learned straggler statistics).
+RECORD_SINKS: list[Any] = []
+#: ``code="auto"``'s plans by job token, made in this process (`note_plan`).
+_PLANS: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+
+
+def note_plan(token: str, plan: dict[str, Any]) -> None:
+    """Remember the plan of job ``token``: its record carries it (`JobRecord.plan`)."""
+    with _LOCK:
+        _PLANS[token] = plan
+        while len(_PLANS) > 256:  # plans of products never computed
+            _PLANS.popitem(last=False)
+
+
+def _with_plan(record: JobRecord) -> JobRecord:
+    if record.plan is None:
+        with _LOCK:
+            record.plan = _PLANS.get(record.token)
+    return record
 _LOCK = threading.Lock()
 
 
@@ -96,6 +115,9 @@ class JobRecord:
     retries: int = 0
     backups: int = 0
     straggler_delays: list[float] | None = None
+    #: ``code="auto"``'s plan: the method chosen and every candidate's predicted latency
+    #: (`dask_polar.simulate.planning.Plan.to_dict`); None for a code given by name.
+    plan: dict[str, Any] | None = None
 
     @property
     def decode_seconds(self) -> float | None:
@@ -128,7 +150,14 @@ class JobRecord:
             counts = collections.Counter(task.status for task in self.tasks)
             states = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
             return f"{self.code} on {self.backend}: not decoded ({states}), {self.retries} retries"
-        return (
+        chosen = ""
+        if self.plan:
+            predicted = self.plan["predicted"][self.plan["chosen"]]["median"]
+            chosen = (f"auto chose {self.plan['chosen']} (predicted {predicted:.3f}s, "
+                      f"took {self.decoded_at:.3f}s): ")
+        if self.code == "plain":
+            return chosen + f"plain on {self.backend}: {self.n} tasks in {self.decoded_at:.3f}s"
+        return chosen + (
             f"{self.code} on {self.backend}: decodable after {len(self.used)} of {self.n} "
             f"results at {self.decodable_at:.3f}s, decoded in {1e3 * (self.decode_seconds or 0):.1f} ms, "
             f"{len(self.cancelled)} cancelled, {self.retries} retries"
@@ -248,6 +277,9 @@ def notify(hook: str, *args: Any) -> None:
 
 def remember(record: JobRecord) -> None:
     """Keep ``record`` for `last_job`; on a distributed worker, log it to the scheduler too."""
+    _with_plan(record)
+    for sink in RECORD_SINKS:
+        sink(record)
     with _LOCK:
         _HISTORY.append(record)
     worker = _current_worker()
@@ -292,7 +324,7 @@ def last_job(client: Any = None) -> JobRecord | None:
         record = _cluster_record(client)
         if record is not None:
             candidates.append(record)
-    return max(candidates, key=lambda r: r.started) if candidates else None
+    return _with_plan(max(candidates, key=lambda r: r.started)) if candidates else None
 
 
 #: Seconds `last_job` waits for the record of a cluster job that has started but not yet

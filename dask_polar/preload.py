@@ -16,3 +16,7 @@ def dask_setup(scheduler: Any) -> None:
     """Called by distributed when the scheduler starts with this preload."""
     # graphs optimized here run on this cluster: lay coded products out as cluster tasks
     enable(layout="cluster")
+    # code="auto" plans from the straggler statistics kept here, shared by every client
+    from .array._auto import _runtimes_plugin
+
+    _runtimes_plugin(scheduler)

@@ -16,8 +16,8 @@ def test_yaml_defaults_are_exactly_the_options():
     keys = set(yaml.safe_load(path.read_text())["polar"])
     options = {name.replace("_", "-") for name in CodedOptions.__dataclass_fields__} - {"n"}
     # min-size is the rewrite's, unresponsive the cluster watch's, max-tasks a limit of
-    # make_code's: none is a product option
-    assert keys == options | {"min-size", "unresponsive", "max-tasks"}
+    # make_code's, auto the planner's (code="auto"): none is a product option
+    assert keys == options | {"min-size", "unresponsive", "max-tasks", "auto"}
 
 
 def test_defaults_are_loaded_and_keywords_win():

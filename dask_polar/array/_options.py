@@ -30,7 +30,7 @@ __all__ = [
     "split_rows", "use_cluster_layout",
 ]
 
-CODE_NAMES = ("polar", "mds", "replication", "uncoded", "local-product")
+CODE_NAMES = ("auto", "polar", "mds", "replication", "uncoded", "local-product")
 LAYOUTS = ("auto", "cluster", "driver")
 
 
@@ -49,6 +49,7 @@ def make_code(
     Parameters
     ----------
     code : {"polar", "mds", "replication", "uncoded", "local-product"} or ErasureCode
+        (``"auto"`` is chosen per product before a code is made: `CodedOptions.make_code`)
     k : int
         Number of data blocks.
     n : int, optional
@@ -246,8 +247,10 @@ class CodedOptions:
         own products run first, and its parity only where they leave a gap.
         """
         systematic = True if self.systematic is None else self.systematic
+        # "auto" is planned per product (`dask_polar.array._auto`) before its code is made;
+        # where no plan runs (a CodedMatrix, the estimators' coded gradients) it is polar
         return make_code(
-            self.code, k, n=self.n, redundancy=self.redundancy,
+            "polar" if self.code == "auto" else self.code, k, n=self.n, redundancy=self.redundancy,
             straggler_prob=self.straggler_prob, runtimes=self.runtimes, systematic=systematic,
         )
 

@@ -20,7 +20,9 @@ from ..codes import ErasureCode
 from ..codes._base import check_dtype
 from ..stragglers.faults import fault_plan
 from . import _tasks
+from ..jobs import note_plan
 from ._annotations import keep_annotations
+from ._auto import plain_layer, plan_product
 from ._cluster import cluster_layer
 from ._cluster_systematic import systematic_cluster_layer
 from ._driver import driver_layer, runs_systematically, systematic_driver_layer
@@ -184,25 +186,38 @@ def coded_matmul(
     k = check_int("k", k, minimum=1)
     if k > max(m, 1):
         raise ValueError(f"k must be <= the number of rows of A ({m}), got {k}")
-    the_code = options.make_code(k)
-    faults = fault_plan(options.stragglers, the_code.n, options.seed)
-
     row_chunks = A.chunks[0] if k == A.numblocks[0] else split_rows(m, k)
     A2 = A.rechunk((row_chunks, (A.shape[1],)))
     B2 = B.rechunk(((B.shape[0],), B.chunks[1]))
     dtype = np.result_type(A.dtype, B.dtype)
-    token = tokenize(A2.name, B2.name, repr(the_code), getattr(the_code, "info_set", None),
-                     faults, options)
-    out_name = f"coded-matmul-{token}"
     a_keys = [(A2.name, i, 0) for i in range(len(row_chunks))]
-    homes = _persisted_homes(A2, a_keys)
-    layer = product_layer(ProductSpec(
-        a_keys=tuple((key,) for key in a_keys),
-        b_keys=(tuple((B2.name, 0, c) for c in range(B2.numblocks[1])),),
-        row_chunks=tuple(row_chunks), col_chunks=tuple(B2.chunks[1]), dtype=np.dtype(dtype),
-        a_dtype=A.dtype, inner=A.shape[1], code=the_code, faults=faults, options=options,
-        out_name=out_name, token=token, homes=None if homes is None else tuple(homes),
-    ))
+    b_keys = (tuple((B2.name, 0, c) for c in range(B2.numblocks[1])),)
+    planned, given = None, options
+    if options.code == "auto":
+        options, planned = plan_product(
+            options, k=k, rows=max(row_chunks), inner=A.shape[1], cols=B.shape[1],
+            itemsize=np.dtype(dtype).itemsize,
+        )
+    if options is None:  # plain Dask's product is the fastest: timed, for the statistics
+        faults = fault_plan(given.stragglers, k, given.seed)
+        token = tokenize(A2.name, B2.name, "plain", faults)
+        out_name = f"plain-matmul-{token}"
+        layer = plain_layer(tuple((key,) for key in a_keys), b_keys, out_name, token, faults, dtype)
+    else:
+        the_code = options.make_code(k)
+        faults = fault_plan(options.stragglers, the_code.n, options.seed)
+        token = tokenize(A2.name, B2.name, repr(the_code), getattr(the_code, "info_set", None),
+                         faults, options)
+        out_name = f"coded-matmul-{token}"
+        homes = _persisted_homes(A2, a_keys)
+        layer = product_layer(ProductSpec(
+            a_keys=tuple((key,) for key in a_keys), b_keys=b_keys,
+            row_chunks=tuple(row_chunks), col_chunks=tuple(B2.chunks[1]), dtype=np.dtype(dtype),
+            a_dtype=A.dtype, inner=A.shape[1], code=the_code, faults=faults, options=options,
+            out_name=out_name, token=token, homes=None if homes is None else tuple(homes),
+        ))
+    if planned is not None:
+        note_plan(token, planned.to_dict())
     graph = HighLevelGraph.from_collections(out_name, layer, dependencies=[A2, B2])
     result = da.Array(graph, out_name, chunks=(row_chunks, B2.chunks[1]), dtype=dtype)
     # computed as it is, the product's annotations (retries, encode placement) survive

@@ -30,8 +30,10 @@ from dask.utils import key_split
 
 from .. import config
 from ..codes._base import check_dtype
-from ._annotations import keep_annotations
+from ..jobs import note_plan
 from ..stragglers.faults import fault_plan
+from ._annotations import keep_annotations
+from ._auto import plain_layer, plan_product
 from ._options import CodedOptions
 from ._plan import ProductSpec
 from .matmul import product_layer
@@ -216,23 +218,41 @@ def _coded_layer(
     else:
         _, cols = layer.numblocks[b_name]
         b_keys = tuple(tuple((b_name, j, c) for c in range(cols)) for j in range(inner))
-    try:
-        code = options.make_code(rows)
-    except ValueError as error:  # e.g. more row blocks than polar.max-tasks: Dask's product
-        logger.info("dask_polar: skipping %s: %s", out_name, error)
-        return None
-    faults = fault_plan(options.stragglers, code.n, options.seed)
-    token = tokenize(out_name, repr(code), getattr(code, "info_set", None), faults, options)
-    product_name = f"polar-product-{token}" if vector else out_name
-    spec = ProductSpec(
-        a_keys=a_keys, b_keys=b_keys, row_chunks=tuple(row_chunks), col_chunks=tuple(col_chunks),
-        dtype=np.dtype(out_ann["dtype"]), a_dtype=a_dtype,
-        inner=int(sum(layer.collection_annotations["chunks"][1])), code=code, faults=faults,
-        options=options, out_name=product_name, token=token,
-    )
-    coded = product_layer(
-        spec, annotations=dict(annotations or {}), collection_annotations=out_ann
-    )
+    dtype = np.dtype(out_ann["dtype"])
+    inner_size = int(sum(layer.collection_annotations["chunks"][1]))
+    planned, given = None, options
+    if options.code == "auto":
+        options, planned = plan_product(
+            options, k=rows, rows=max(row_chunks), inner=inner_size, cols=max(col_chunks),
+            itemsize=dtype.itemsize,
+        )
+    if options is None:  # plain is the fastest: Dask's product, timed for the statistics
+        faults = fault_plan(given.stragglers, rows, given.seed)
+        token = tokenize(out_name, "plain", faults)
+        product_name = f"plain-product-{token}" if vector else out_name
+        coded = MaterializedLayer(
+            plain_layer(a_keys, b_keys, product_name, token, faults, dtype),
+            annotations=dict(annotations or {}) or None, collection_annotations=out_ann,
+        )
+    else:
+        try:
+            code = options.make_code(rows)
+        except ValueError as error:  # e.g. more row blocks than polar.max-tasks: Dask's product
+            logger.info("dask_polar: skipping %s: %s", out_name, error)
+            return None
+        faults = fault_plan(options.stragglers, code.n, options.seed)
+        token = tokenize(out_name, repr(code), getattr(code, "info_set", None), faults, options)
+        product_name = f"polar-product-{token}" if vector else out_name
+        spec = ProductSpec(
+            a_keys=a_keys, b_keys=b_keys, row_chunks=tuple(row_chunks),
+            col_chunks=tuple(col_chunks), dtype=dtype, a_dtype=a_dtype, inner=inner_size,
+            code=code, faults=faults, options=options, out_name=product_name, token=token,
+        )
+        coded = product_layer(
+            spec, annotations=dict(annotations or {}), collection_annotations=out_ann
+        )
+    if planned is not None:
+        note_plan(token, planned.to_dict())
     if not vector:
         return coded
     tasks = dict(coded.mapping)
