@@ -525,6 +525,16 @@ def _summary_html(job: TrackedJob) -> str:
         ("cancelled", f"{len(record.cancelled)}: {cancelled}" if record.cancelled else "none"),
         ("retries, backups", f"{record.retries}, {record.backups}"),
     ]
+    if record.plan:  # code="auto": what it chose, what it expected, the alternatives
+        chosen, predicted = record.plan["chosen"], record.plan["predicted"]
+        took = "—" if record.decoded_at is None else f"{_seconds(record.decoded_at)} s"
+        others = ", ".join(
+            f"{html.escape(name)} {_seconds(p['median'])}" for name, p in predicted.items()
+            if name != chosen and p["allowed"]
+        )
+        rows.append(("auto", f"<b>{html.escape(chosen)}</b>: predicted "
+                             f"{_seconds(predicted[chosen]['median'])} s, took {took}"))
+        rows.append(("alternatives", f"<small>{others}</small>"))
     body = "".join(
         f"<tr><td style='padding:1px 8px 1px 0;color:#555'>{key}</td><td>{value}</td></tr>"
         for key, value in rows

@@ -32,6 +32,7 @@ from .jobs import (
     JobCallback,
     JobRecord,
     TaskRecord,
+    attach_plan,
     callback,
     progress_event,
 )
@@ -204,7 +205,8 @@ class JobTracker:
     # The private kernels below run under self._lock.
 
     def _apply_record(self, data: Mapping[str, Any]) -> TrackedJob:
-        record = JobRecord.from_dict(dict(data))
+        # the plan of a code="auto" job planned in this process (a LocalCluster's client)
+        record = attach_plan(JobRecord.from_dict(dict(data)))
         key = (record.token, record.started)
         job = self._jobs.get(key)
         if job is None:

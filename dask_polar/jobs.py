@@ -45,7 +45,8 @@ def note_plan(token: str, plan: dict[str, Any]) -> None:
             _PLANS.popitem(last=False)
 
 
-def _with_plan(record: JobRecord) -> JobRecord:
+def attach_plan(record: JobRecord) -> JobRecord:
+    """``record`` with the plan `note_plan` kept for its job, if it has none."""
     if record.plan is None:
         with _LOCK:
             record.plan = _PLANS.get(record.token)
@@ -277,7 +278,7 @@ def notify(hook: str, *args: Any) -> None:
 
 def remember(record: JobRecord) -> None:
     """Keep ``record`` for `last_job`; on a distributed worker, log it to the scheduler too."""
-    _with_plan(record)
+    attach_plan(record)
     for sink in RECORD_SINKS:
         sink(record)
     with _LOCK:
@@ -324,7 +325,7 @@ def last_job(client: Any = None) -> JobRecord | None:
         record = _cluster_record(client)
         if record is not None:
             candidates.append(record)
-    return _with_plan(max(candidates, key=lambda r: r.started)) if candidates else None
+    return attach_plan(max(candidates, key=lambda r: r.started)) if candidates else None
 
 
 #: Seconds `last_job` waits for the record of a cluster job that has started but not yet

@@ -119,7 +119,11 @@ def test_the_cost_cap_rules_out_expensive_methods():
     relative = Empirical(Bimodal(base=1.0, slow_prob=0.05, slowdown=15.0).sample(512, seed=2))
     made = _plan(relative, cost_cap=1.1)
     for c in made.candidates:
-        assert c.allowed == (c.name == "plain" or c.cpu <= 1.1)
+        assert c.allowed == (c.base_cpu <= 1.1)
+    by_name = {c.name: c for c in made.candidates}
+    assert by_name["replication"].base_cpu == 2.0 and not by_name["replication"].allowed
+    assert by_name["polar"].base_cpu == 1.0 and by_name["polar"].cpu > 1.0  # its copies
+    assert by_name["polar-butterfly"].base_cpu > 2.0
     assert made.chosen.allowed and made.chosen.name != "replication"
     assert "over the cost cap" in made.table() and "<- chosen" in made.table()
 

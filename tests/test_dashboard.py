@@ -149,6 +149,25 @@ def test_jobs_view_draws_a_job():
 
 
 @needs_bokeh
+def test_jobs_view_shows_what_auto_chose():
+    from dask_polar import jobs
+    from dask_polar.dashboard import JobsView
+
+    tracker, record = tracked_job()
+    record.decodable_at, record.decoded_at, record.used = 0.15, 0.152, [0, 1, 4, 7]
+    record.tasks = [TaskRecord(j, "done", submitted=0.0, started=0.01, finished=0.1)
+                    for j in range(8)]
+    jobs.note_plan(record.token, {"chosen": "polar", "predicted": {
+        "polar": {"median": 0.14, "allowed": True}, "replication": {"median": 0.2, "allowed": True},
+        "polar-butterfly": {"median": 0.1, "allowed": False}}})
+    tracker.apply("dask_polar", record.to_dict())  # from the event log: the plan is this process's
+    view = JobsView(tracker)
+    view.update()
+    assert "<b>polar</b>: predicted 0.140 s, took 0.152 s" in view.summary.text
+    assert "replication 0.200" in view.summary.text and "butterfly" not in view.summary.text
+
+
+@needs_bokeh
 def test_jobs_view_follows_the_picked_job():
     from dask_polar.dashboard import JobsView
 

@@ -27,7 +27,7 @@ from dask.task_spec import List, Task, TaskRef
 
 from .. import config
 from .._validation import check_int, check_real
-from ..jobs import RECORD_SINKS, JobRecord, TaskRecord, _with_plan
+from ..jobs import RECORD_SINKS, JobRecord, TaskRecord, attach_plan
 from ..simulate.planning import METHOD_NAMES, Plan, plan
 from ..stragglers.faults import FaultPlan
 from ..stragglers.learned import LearnedRuntimes
@@ -335,6 +335,7 @@ def plan_product(
     made = plan(
         k, relative=stats.learned.model(), task_seconds=typical, compute_seconds=compute,
         block_bytes=rows * inner * itemsize, slots=slots, coded_slots=coded_slots, cores=cores,
+        background=key == "threads",
         overheads=overheads, cost_cap=check_real(
             "polar.auto.cost-cap", config.get("auto.cost-cap"), minimum=1.0
         ),
@@ -383,7 +384,7 @@ def observe_plain_task(token: str, task: TaskRecord, expected: int) -> None:
     stats = backend_stats("threads")
     record = stats.plain_task(token, task, expected, "threads")
     if record is not None:
-        _with_plan(record)
+        attach_plan(record)
         stats.record(record)
         remember(record)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from ..jobs import EVENT_TOPIC, JobRecord, TaskRecord, _with_plan
+from ..jobs import EVENT_TOPIC, JobRecord, TaskRecord, attach_plan
 from ._auto import TIMES_TOPIC, BackendStats
 
 __all__ = ["RuntimesPlugin"]
@@ -30,12 +30,12 @@ class RuntimesPlugin(SchedulerPlugin):
     def log_event(self, topic: str, msg: Any) -> None:
         try:
             if topic == EVENT_TOPIC and msg.get("code") != "plain":
-                self.stats.record(_with_plan(JobRecord.from_dict(msg)))
+                self.stats.record(attach_plan(JobRecord.from_dict(msg)))
             elif topic == TIMES_TOPIC:
                 task = TaskRecord(**msg["task"])
                 record = self.stats.plain_task(msg["token"], task, msg["expected"], "distributed")
                 if record is not None:
-                    self.stats.record(_with_plan(record))
+                    self.stats.record(attach_plan(record))
                     if self.scheduler is not None:  # for last_job and the dashboard
                         self.scheduler.log_event(EVENT_TOPIC, record.to_dict())
         except Exception:  # statistics must never break the scheduler

@@ -6,7 +6,8 @@ together), sorts them into an arrival order, and finds for each method the arriv
 its results decodable, with the real codes' value-free checks vectorised over trials. Encode
 and decode costs come from a `CostModel` calibrated by `measure_costs` on this machine.
 `polarization` and `plot_polarization` show computational polarization: the virtual workers'
-CDFs converge to step functions as ``n`` grows.
+CDFs converge to step functions as ``n`` grows. `plan` predicts every method for one
+product from learned stragglers and chooses one (``code="auto"``).
 
 Command line: ``python -m dask_polar simulate --workers 1024 --trials 100 ...``.
 """
@@ -17,6 +18,7 @@ from .core import MAX_DRAWS, MAX_WORKERS, METHODS, SimulationResult, simulate
 from .costs import Affine, CostModel, measure_costs
 from .decodability import decodable_masks, results_needed
 from .models import Heterogeneity, LambdaLike, draw_finish_times
+from .planning import Candidate, Plan, plan
 from .polarization import Polarization, plot_polarization, polarization
 
 __all__ = [
@@ -24,14 +26,17 @@ __all__ = [
     "MAX_WORKERS",
     "METHODS",
     "Affine",
+    "Candidate",
     "CostModel",
     "Heterogeneity",
     "LambdaLike",
+    "Plan",
     "Polarization",
     "SimulationResult",
     "decodable_masks",
     "draw_finish_times",
     "measure_costs",
+    "plan",
     "plot_polarization",
     "polarization",
     "results_needed",

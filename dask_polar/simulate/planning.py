@@ -10,7 +10,9 @@ tables, on the same draws for every candidate):
 * ``backup``: uncoded with backup copies past 3x the median (cubed's rule);
 * ``replication``: two copies of every block;
 * ``polar`` (systematic, at ``n = 2k`` and at the highest rate a power of two allows):
-  the data blocks first, one copy for a block late by 1.5x the median (its rescue);
+  the data blocks first, one copy for a block late by 1.5x the median, parity for a copy
+  late too; with ``background`` (threads) parity also runs in the gaps from the start,
+  and the job ends when its results decode, if that comes first;
 * ``polar-butterfly``: the non-systematic code, all ``n`` tasks after an encode,
   decodable at the SC decoder's moment (an upper bound of the inactivation decoder's);
 * ``mds`` (``k <= MDS_MAX_K``): any ``k`` of ``n = 2k``.
@@ -18,7 +20,8 @@ tables, on the same draws for every candidate):
 Coded tasks run ``coded_slots`` at a time: beyond that, the ``w``-th wave starts after ``w``
 typical tasks. The CPU of a candidate is the products computed by its decodable moment
 (cancelled tasks are blocked or polite: they compute nothing) plus its encode, over
-plain's ``k`` products. Each candidate's median also carries an ``overhead`` (the job
+plain's ``k`` products; the cost cap applies to it without stragglers (what every product
+pays), so a systematic code's copies and parity, run only for stragglers, never rule it out. Each candidate's median also carries an ``overhead`` (the job
 machinery: scheduling, flags, decoding), which the caller calibrates from realised jobs.
 
 Pure numpy: no Dask import.
@@ -64,9 +67,12 @@ class Candidate:
     median, p99 : float
         Predicted latency in seconds (with its overhead).
     cpu : float
-        Predicted CPU over plain's.
+        Predicted CPU over plain's, with the learned stragglers (copies and parity
+        included).
+    base_cpu : float
+        Its CPU over plain's when no task straggles: the price paid on every product.
     allowed : bool
-        Whether ``cpu`` is within the plan's cost cap.
+        Whether ``base_cpu`` is within the plan's cost cap.
     """
 
     name: str
@@ -75,6 +81,7 @@ class Candidate:
     median: float = math.nan
     p99: float = math.nan
     cpu: float = math.nan
+    base_cpu: float = math.nan
     allowed: bool = True
 
 
@@ -96,7 +103,8 @@ class Plan:
         return {
             "chosen": self.chosen.name, "options": self.chosen.options,
             "predicted": {c.name: {"median": c.median, "p99": c.p99, "cpu": c.cpu,
-                                   "allowed": c.allowed} for c in self.candidates},
+                                   "base_cpu": c.base_cpu, "allowed": c.allowed}
+                          for c in self.candidates},
             "task_seconds": self.task_seconds, "slots": self.slots,
             "coded_slots": self.coded_slots, "cost_cap": self.cost_cap,
             "stragglers": self.stragglers, **self.extra,
@@ -104,10 +112,11 @@ class Plan:
 
     def table(self) -> str:
         """The candidates, one per line, the chosen one marked."""
-        lines = [f"{'method':18}{'n':>6}{'median s':>11}{'p99 s':>10}{'CPU/plain':>11}"]
+        lines = [f"{'method':18}{'n':>6}{'median s':>11}{'p99 s':>10}{'CPU/plain':>11}{'no stragglers':>15}"]
         for c in self.candidates:
             mark = "  <- chosen" if c is self.chosen else ("" if c.allowed else "  (over the cost cap)")
-            lines.append(f"{c.name:18}{c.n:>6}{c.median:>11.4f}{c.p99:>10.4f}{c.cpu:>11.2f}{mark}")
+            lines.append(f"{c.name:18}{c.n:>6}{c.median:>11.4f}{c.p99:>10.4f}{c.cpu:>11.2f}"
+                         f"{c.base_cpu:>15.2f}{mark}")
         return "\n".join(lines)
 
 
@@ -188,6 +197,7 @@ def plan(
     slots: int,
     coded_slots: int,
     cores: int | None = None,
+    background: bool = False,
     overheads: dict[str, float] | None = None,
     cost_cap: float = 2.0,
     max_tasks: int = 4096,
@@ -211,10 +221,15 @@ def plan(
         Tasks that run at once for plain Dask and for a coded job.
     cores : int, optional
         Cores the products share (default ``slots``).
+    background : bool, default False
+        Whether a systematic job runs its parity in the gaps from the start (the threads
+        backend), so that it is also done once its results decode as the code's do; on a
+        cluster the parity runs only for failed or late blocks.
     overheads : dict of str -> float, optional
         Seconds added to a candidate's latency (by name; default 0).
     cost_cap : float, default 2.0
-        The most CPU a candidate may cost, over plain's; plain is always allowed.
+        The most CPU a candidate may cost over plain's when no task straggles (the price
+        paid on every product; copies and parity for stragglers come on top, when needed).
     max_tasks : int
         The most coded tasks (``polar.max-tasks``).
     seed : int
@@ -244,6 +259,13 @@ def plan(
             needed = k
         elif systematic:
             latency, needed = _systematic(pool[:, :k], again[:, :k], third)
+            if background:  # parity runs in the gaps from the start: decodable as the code is
+                method = "mds" if c.name == "mds" else "polar-sc"
+                coded = simulate(times=pool, k=k, methods=[method], cost=CostModel.free())
+                latency = np.minimum(latency, coded.latency[method])
+                # the parity that finished by then computed (its sum too: ~2 products)
+                parity = (pool[:, k:] <= (latency + compute_seconds)[:, None]).sum(axis=1)
+                needed = needed + 2 * parity
             if c.name == "mds":
                 decode = cost.mds_decode(k, 1, block_bytes)
         else:
@@ -268,10 +290,14 @@ def plan(
         latency = np.maximum(latency, np.asarray(needed) * compute_seconds / max(cores, 1))
         # a calibrated overhead may be negative (the draws foresaw slower tasks): never below 0
         latency = np.maximum(latency + encode + decode + overheads.get(c.name, 0.0), 0.0)
-        cpu = float(np.median(needed)) / k + (encode + decode) / max(k * compute_seconds, 1e-12)
+        extra = (encode + decode) / max(k * compute_seconds, 1e-12)
+        cpu = float(np.median(needed)) / k + extra
+        # without stragglers a systematic job computes its data blocks alone; every task
+        # launched at once computes (replication, the butterfly)
+        base = 1.0 if systematic or c.name in ("plain", "backup") else c.n / k + extra
         predicted.append(Candidate(
             c.name, c.options, c.n, float(np.median(latency)), float(np.quantile(latency, 0.99)),
-            cpu, c.name == "plain" or cpu <= cost_cap,
+            cpu, base, base <= cost_cap,
         ))
     allowed = [c for c in predicted if c.allowed]
     fastest = min(c.median for c in allowed)

@@ -33,7 +33,8 @@ class LearnedRuntimes:
     window : int, default 256
         Relative task times kept (the newest; a job of ``n`` tasks adds ``n``).
     prior : array_like of float, optional
-        Relative task times assumed before any job (default ``[1.0] * 64``: no stragglers).
+        Relative task times assumed before any job (default ``[1.0] * 16``: no stragglers,
+        worth a quarter of one job of 64 tasks).
         Real samples push the prior out of the window like any old sample.
 
     Examples
@@ -49,7 +50,7 @@ class LearnedRuntimes:
 
     def __init__(self, window: int = 256, prior: Any = None) -> None:
         self.window = check_int("window", window, minimum=1)
-        values = np.ones(64) if prior is None else as_real_array("prior", prior).ravel()
+        values = np.ones(16) if prior is None else as_real_array("prior", prior).ravel()
         if values.size == 0 or not np.isfinite(values).all() or (values < 0).any():
             raise ValueError("prior must hold at least one finite, non-negative relative time")
         self._values: collections.deque[float] = collections.deque(values.tolist(), maxlen=self.window)
