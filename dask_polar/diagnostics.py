@@ -424,7 +424,7 @@ class ProgressBar:
     >>> A = da.ones((64, 8), chunks=(8, 8))
     >>> out = io.StringIO()
     >>> with ProgressBar(out=out, client=False):
-    ...     _ = coded_matmul(A, np.ones((8, 2))).compute(scheduler="sync")
+    ...     _ = coded_matmul(A, np.ones((8, 2)), code="polar").compute(scheduler="sync")
     >>> "decoded from" in out.getvalue()
     True
     """

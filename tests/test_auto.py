@@ -86,6 +86,7 @@ def test_candidates_cover_both_rates_and_small_k_mds():
     assert set(names) <= set(METHOD_NAMES)
     assert "mds" not in {c.name for c in candidates_for(1000)}       # dense decode: small k only
     assert all(c.n <= 64 for c in candidates_for(32, max_tasks=64))  # within polar.max-tasks
+    assert [c.name for c in candidates_for(32, max_tasks=16)] == ["plain"]
 
 
 def _plan(relative, **kw):
@@ -146,12 +147,13 @@ def test_auto_chooses_plain_without_stragglers_and_is_exact(vector):
 STRAGGLERS = Faults(Bimodal(base=0.01, slow_prob=0.25, slowdown=30.0), mode="block")
 
 
-def test_injected_delays_need_a_model_under_auto():
+def test_faults_given_per_task_run_the_polar_code_they_name():
     A, B = rand((80, 6), (10, 6)), rand((6, 2), (6, 2), seed=1)
-    with pytest.raises(ValueError, match="code='auto'.*runtime model"):
-        dask_polar.coded_matmul(A, B, code="auto", stragglers=[0.0] * 8)
-    with pytest.raises(ValueError, match="code='auto'.*runtime model"):
-        dask_polar.coded_matmul(A, B, code="auto", stragglers=Faults(fail=(1,)))
+    for faults in ([0.0] * 16, Faults(fail=(1,))):
+        C = dask_polar.coded_matmul(A, B, code="auto", stragglers=faults)
+        np.testing.assert_allclose(C.compute(scheduler="threads"), A.compute() @ B.compute())
+        record = dask_polar.last_job()
+        assert record.code.startswith("<PolarCode n=16 k=8") and record.plan is None
 
 
 def test_auto_learns_from_plain_products_and_switches():

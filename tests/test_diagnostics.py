@@ -280,7 +280,7 @@ def test_notebook_bars(fake_ipywidgets):
 def test_notebook_false_gives_text_even_with_ipywidgets(fake_ipywidgets):
     out = io.StringIO()
     with ProgressBar(out=out, client=False, notebook=False):
-        coded_matmul(rand((32, 4), (8, 4)), np.ones((4, 2))).compute(scheduler="sync")
+        coded_matmul(rand((32, 4), (8, 4)), np.ones((4, 2)), code="polar").compute(scheduler="sync")
     assert fake_ipywidgets == [] and "decoded from" in out.getvalue()
 
 

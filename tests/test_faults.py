@@ -379,15 +379,21 @@ def test_the_number_of_coded_tasks_is_bounded_before_any_work(options):
         coded_matmul(np.ones((8, 2)), np.ones((2, 2)), **options)
     assert time.monotonic() - start < 1
     with dask.config.set({"polar.max-tasks": 8}), pytest.raises(ValueError, match="got 16"):
-        coded_matmul(np.ones((8, 2)), np.ones((2, 2)), k=8)  # the default n = 2k = 16
+        coded_matmul(np.ones((8, 2)), np.ones((2, 2)), k=8, code="polar")  # n = 2k = 16
+    with dask.config.set({"polar.max-tasks": 8}):  # auto plans within the bound
+        out = coded_matmul(np.ones((8, 2)), np.ones((2, 2)), k=8).compute(scheduler="sync")
+    np.testing.assert_array_equal(out, np.full((8, 2), 2.0))
 
 
 def test_the_rewrite_leaves_a_product_with_too_many_row_blocks_to_dask(caplog):
     x = da.ones((64, 4), chunks=(4, 4))
     with dask.config.set({"polar.max-tasks": 8}), caplog.at_level("INFO", logger="dask_polar"):
-        with dask_polar.coded(min_size=0):
+        with dask_polar.coded(min_size=0, code="polar"):
             np.testing.assert_allclose((x @ np.ones((4, 2))).compute(), np.full((64, 2), 4.0))
-    assert "polar.max-tasks" in caplog.text and "rewrite failed" not in caplog.text
+        assert "polar.max-tasks" in caplog.text and "rewrite failed" not in caplog.text
+        with dask_polar.coded(min_size=0):  # auto: no candidate beyond the bound, plain here
+            np.testing.assert_allclose((x @ np.ones((4, 2))).compute(), np.full((64, 2), 4.0))
+        assert dask_polar.last_job().code == "plain"
 
 
 def test_an_object_array_is_named_by_its_dtype():

@@ -111,10 +111,10 @@ def test_numpy_and_list_inputs_compose_downstream():
 
 def test_task_keys_show_the_structure():
     A, B = rand((64, 8), (8, 8)), rand((8, 4), (8, 4))
-    prefixes = {dask.utils.key_split(key) for key in coded_matmul(A, B).__dask_graph__()}
+    prefixes = {dask.utils.key_split(key) for key in coded_matmul(A, B, code="polar").__dask_graph__()}
     # systematic by default in the driver layout: the parity tasks encode their own blocks
     assert {"polar-decode", "coded-matmul"} <= prefixes and "polar-encode" not in prefixes
-    graph = coded_matmul(A, B, systematic=False).__dask_graph__()
+    graph = coded_matmul(A, B, code="polar", systematic=False).__dask_graph__()
     prefixes = {dask.utils.key_split(key) for key in graph}
     assert {"polar-encode", "polar-decode", "coded-matmul"} <= prefixes
 

@@ -16,6 +16,15 @@ import dask_polar
 from dask_polar.array import make_code
 from dask_polar.array.rewrite import optimize
 
+
+@pytest.fixture(autouse=True)
+def polar_code():
+    """These tests are of the rewrite's coding: the polar code, not auto's choice (which
+    codes nothing in a process that has seen no stragglers; see test_auto)."""
+    with dask.config.set({"polar.code": "polar"}):
+        yield
+
+
 rng = np.random.default_rng(0)
 
 

@@ -609,7 +609,7 @@ def test_public_names():
     import dask_polar.stragglers as stragglers
 
     assert sorted(stragglers.__all__) == sorted(
-        ["Bimodal", "Empirical", "FaultPlan", "Faults", "InjectedFailure", "NoStragglers",
+        ["Bimodal", "Empirical", "FaultPlan", "Faults", "InjectedFailure", "LearnedRuntimes", "NoStragglers",
          "Pareto", "RuntimeModel", "ShiftedExponential", "draw_delays", "plot_cdf", "plot_polarized_cdfs"]
     )
     for name in stragglers.__all__:

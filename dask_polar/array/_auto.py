@@ -307,24 +307,30 @@ def plan_matmul(
         workers = check_int("workers", workers, minimum=1)
     _, made = plan_product(options, k=k, rows=-(-m // k), inner=p, cols=q,
                            itemsize=np.dtype(dtype).itemsize, workers=workers)
+    assert made is not None  # no injected faults here
     return made
 
 
 def plan_product(
     options: CodedOptions, *, k: int, rows: int, inner: int, cols: int, itemsize: int,
     workers: int | None = None,
-) -> tuple[CodedOptions | None, Plan]:
+) -> tuple[CodedOptions | None, Plan | None]:
     """The plan of a ``code="auto"`` product, and the options that run its choice (None:
     run it plain, `plain_layer`). The caller names the job and notes the plan
-    (`dask_polar.jobs.note_plan`)."""
+    (`dask_polar.jobs.note_plan`).
+
+    Injected faults given per task (an array of delays, failing task indices) name the
+    tasks of the polar code, and ``n``, ``straggler_prob``, ``runtimes`` and ``systematic``
+    are the polar code's options: with any of them the product runs that code, unplanned."""
     faults = options.stragglers
-    if faults is not None and (
+    per_task = faults is not None and (
         not isinstance(getattr(faults, "delays", faults), RuntimeModel) or getattr(faults, "fail", ())
-    ):
-        raise ValueError(
-            "stragglers: code='auto' injects delays from a runtime model (e.g. Bimodal) only, "
-            "not delays or failures of given task indices: it chooses the number of tasks"
-        )
+    )
+    polar_only = (options.n, options.straggler_prob, options.runtimes, options.systematic)
+    if per_task or any(value is not None for value in polar_only):
+        # delays or failures of given task indices name the polar code's tasks, and n and
+        # the design options are the polar code's: the user chose it
+        return dataclasses.replace(options, code="polar"), None
     key, stats, slots, coded_slots, cores = _backend(options, 2 * k)
     if workers is not None:  # a pool of single-threaded workers, as the simulator has
         slots = coded_slots = cores = workers

@@ -175,7 +175,7 @@ class CodedOptions:
     `coded_matmul` for the meaning of each field.
     """
 
-    code: str | ErasureCode = "polar"
+    code: str | ErasureCode = "auto"
     n: int | None = None
     redundancy: float = 2.0
     straggler_prob: float | None = None

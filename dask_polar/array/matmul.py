@@ -75,8 +75,12 @@ def coded_matmul(
         ``A @ B`` must have a floating or complex dtype (numpy's type promotion). A vector
         ``x`` gives numpy's 1-D ``A @ x``, coded as one column.
     code : str or ErasureCode
-        ``"polar"`` (default, from ``polar.code``), ``"mds"``, ``"replication"``,
-        ``"uncoded"``, ``"local-product"``, or a code object from `dask_polar.codes`.
+        ``"auto"`` (default, from ``polar.code``): planned per product from the stragglers
+        past jobs showed (plain Dask, backup tasks, replication, systematic polar or MDS;
+        see the user guide's "A code that chooses itself"); ``"polar"``, ``"mds"``,
+        ``"replication"``, ``"uncoded"``, ``"local-product"``, or a code object from
+        `dask_polar.codes`. With ``n``, ``straggler_prob``, ``runtimes``, ``systematic`` or
+        faults injected per task, ``"auto"`` runs polar.
     n : int, optional
         Number of coded tasks (see `make_code` for the defaults).
     k : int, optional

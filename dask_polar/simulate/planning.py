@@ -126,7 +126,9 @@ def _pow2_at_least(x: float) -> int:
 
 def candidates_for(k: int, *, max_tasks: int = 4096) -> list[Candidate]:
     """The candidates for ``k`` data blocks (before prediction)."""
-    found = [Candidate("plain", {}, k), Candidate("backup", {"code": "uncoded", "backup": 3.0}, k)]
+    found = [Candidate("plain", {}, k)]
+    if k <= max_tasks:
+        found.append(Candidate("backup", {"code": "uncoded", "backup": 3.0}, k))
     if 2 * k <= max_tasks:
         found.append(Candidate("replication", {"code": "replication", "redundancy": 2}, 2 * k))
     wide = _pow2_at_least(2 * k)

@@ -44,7 +44,7 @@ class LearnedRuntimes:
     >>> learned.model().samples.tolist()
     [1.0, 1.0, 1.0, 1.0, 15.0]
     >>> learned.add_job([0.1, 0.1, 0.1, 0.3], censored=[False, False, False, True])
-    >>> learned.model().samples.max()                  # the censored 3x stands for the 15x seen
+    >>> float(learned.model().samples.max())           # the censored 3x stands for the 15x seen
     15.0
     """
 
