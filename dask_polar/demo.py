@@ -24,6 +24,7 @@ METHODS: list[tuple[str, dict[str, Any] | None]] = [
     ("MDS (n=2k)", {"code": "mds"}),
     ("polar butterfly (n=2k)", {"code": "polar", "systematic": False}),
     ("polar systematic (n=2k)", {"code": "polar", "systematic": True}),
+    ("auto (learns trial by trial)", {"code": "auto"}),
 ]
 
 
@@ -37,7 +38,7 @@ def matmul_demo(
     plot: str | None = "dask_polar_demo.png",
     cluster: bool = False,
 ) -> list[dict[str, Any]]:
-    """Compare plain Dask, uncoded, backup tasks, replication, MDS and polar side by side.
+    """Compare plain Dask, uncoded, backup tasks, replication, MDS, polar and auto side by side.
 
     ``A`` (m x p, float64, 256 MiB by default) is split into ``k`` row blocks; each method
     computes ``A @ B`` with the same heavy-tailed straggler delays injected into its tasks

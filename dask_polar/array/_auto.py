@@ -116,8 +116,10 @@ class BackendStats:
             del self._plain[token]
             while len(self._plain) > 256:  # products whose other tasks never reported
                 self._plain.pop(next(iter(self._plain)))
-        start = min(t.started for t in tasks)
         tasks = sorted(tasks, key=lambda t: t.index)
+        # the job's clock starts with its first block (whose start was announced, see
+        # `timed_block_product`); a block another thread began a moment earlier starts < 0
+        start = tasks[0].started
         for t in tasks:
             t.started, t.finished = t.started - start, t.finished - start
         end = max(t.finished for t in tasks)
@@ -365,6 +367,8 @@ def timed_block_product(
     blocks), its time reported to the backend's statistics; ``faults`` are injected as in a
     coded task (the same draws: the comparisons stay fair)."""
     started = time.time()
+    if index == 0:
+        _announce(token, started, expected)
     if faults is not None:
         faults.strike(index, 0, _NEVER)
     a = a_blocks[0] if len(a_blocks) == 1 else np.concatenate(a_blocks, axis=1)
@@ -376,6 +380,19 @@ def timed_block_product(
 
 
 _NEVER = threading.Event()  # a plain task's "cancel flag": plain products are never cancelled
+
+
+def _announce(token: str, started: float, expected: int) -> None:
+    """On a distributed worker, tell the scheduler's observers a plain product began (its
+    first block): `dask_polar.last_job` then waits for its record, and the dashboard shows it."""
+    from ..jobs import PROGRESS_TOPIC, _current_worker, progress_event
+
+    worker = _current_worker()
+    if worker is not None:
+        record = JobRecord(token=token, code="plain", n=expected, k=expected,
+                           backend="distributed", started=started,
+                           tasks=[TaskRecord(i) for i in range(expected)])
+        worker.log_event(PROGRESS_TOPIC, progress_event("on_start", record))
 
 
 def observe_plain_task(token: str, task: TaskRecord, expected: int) -> None:
