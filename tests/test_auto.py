@@ -252,3 +252,24 @@ def test_auto_on_a_cluster_shares_the_statistics_on_the_scheduler():
             np.testing.assert_allclose(C.compute(), expected)
             chosen.append(jobs.last_job(client).plan["chosen"])
         assert "plain" not in chosen[1:], chosen
+
+
+def test_a_scheduler_with_the_preload_plans_from_its_own_statistics():
+    """On a remote scheduler (no client there) the rewrite plans from the scheduler's plugin."""
+    import asyncio
+
+    distributed = pytest.importorskip("distributed")
+    from dask_polar.array import CodedOptions
+    from dask_polar.preload import dask_setup
+
+    async def main():
+        async with distributed.Scheduler(dashboard_address=":0", host="127.0.0.1") as scheduler:
+            dask_setup(scheduler)
+            try:
+                key, stats, *_ = _auto._backend(CodedOptions.resolve(), 64)
+                assert key == f"distributed:{scheduler.address}"
+                assert stats is scheduler.plugins["dask_polar-runtimes"].stats
+            finally:
+                dask_polar.disable()
+
+    asyncio.run(main())

@@ -208,6 +208,16 @@ def _local_scheduler(address: str) -> Any:
     return next((s for s in list(Scheduler._instances) if s.address == address), None)
 
 
+def _only_scheduler() -> Any:
+    """The scheduler running in this process, if exactly one does."""
+    try:
+        from distributed import Scheduler
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return None
+    running = [s for s in list(Scheduler._instances) if s.status.name == "running"]
+    return running[0] if len(running) == 1 else None
+
+
 def _runtimes_plugin(scheduler: Any) -> Any:
     """``scheduler``'s `RuntimesPlugin`, added if it has none."""
     from ._runtimes_plugin import RuntimesPlugin
@@ -234,6 +244,14 @@ def _backend(options: CodedOptions, n_hint: int) -> tuple[str, BackendStats, int
     """``(backend key, its statistics, plain slots, coded slots, cores)`` where the graph
     runs (on a cluster, its threads stand for its cores)."""
     client = _client()
+    if client is None and options.layout == "cluster":
+        # a remote scheduler optimizing a graph (the preload sets layout="cluster"): no
+        # client here, but the scheduler itself, with its statistics
+        scheduler = _only_scheduler()
+        if scheduler is not None:
+            threads = _threads(scheduler)
+            key = f"distributed:{scheduler.address}"
+            return key, _runtimes_plugin(scheduler).stats, threads, threads, threads
     if client is None:
         import dask
         from dask.system import CPU_COUNT
