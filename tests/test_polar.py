@@ -271,3 +271,31 @@ def test_decoder_decodes_from_the_set_that_was_decodable():
     # the extra result is not used: with it the solve would fail the guard, and decoding
     # that superset anyway returned blocks off by ~0.8
     np.testing.assert_allclose(decoder.result(), data, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "n, k, options",
+    [(1, 1, {}), (8, 4, {}), (64, 32, {}), (256, 64, {}), (256, 192, {"straggler_prob": 0.05}),
+     (1024, 512, {}), (2048, 1024, {"decoder": "sc"})],
+)
+def test_symbolic_pass_is_the_value_free_sc_pass_bit_for_bit(n, k, options):
+    # the checks' fast pass must give the reference pass's equations exactly (same rows,
+    # same order, same bits: the guard's SVD sees them), and its coefficients at the
+    # information set
+    code = PolarCode(n, k, **options)
+    rng = np.random.default_rng(n + k)
+    for fraction in (0.3, 0.55, 0.7, 0.9, 1.0):
+        for _ in range(6):
+            mask = rng.random(n) < fraction
+            symbols = code._symbols(mask)
+            coefficients, _, equations = code._sc_pass(None, mask, symbols)
+            fast_symbols, fast_coefficients, fast_equations = code._symbolic_pass(
+                mask, coefficients=True
+            )
+            np.testing.assert_array_equal(fast_symbols, symbols)
+            assert fast_equations.shape == equations.shape
+            assert fast_equations.tobytes() == equations.tobytes()
+            assert fast_coefficients.shape == (k, symbols.size)
+            if symbols.size:
+                assert fast_coefficients.tobytes() == coefficients[code.info_set].tobytes()
+            assert code._symbolic_pass(mask)[1] is None

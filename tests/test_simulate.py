@@ -397,3 +397,30 @@ def test_inactivation_check_agrees_at_the_threshold():
             mask = np.zeros(code.n, dtype=bool)
             mask[order[:count]] = True
             assert inactivation_check(code, mask)[0] == code.decodable(mask) == (count >= threshold)
+
+
+@pytest.mark.parametrize("n, model", [(64, MODEL), (256, Bimodal(1.0, 0.2, 10.0)), (1024, MODEL)])
+def test_one_symbol_answers_are_the_checks(n, model):
+    # the search answers its one-symbol probes (and those below the first arrival the
+    # undetermined direction shows in) from one pass: every answer must be the check's
+    from dask_polar.simulate.decodability import _one_symbol_answers, inactivation_check
+
+    code = PolarCode(n, n // 2)
+    orders = stable_orders(draw_finish_times(model, n, trials=12, seed=3))
+    answered = 0
+    for order in orders:
+        shortcut = _one_symbol_answers(code, order)
+        if shortcut is None:
+            continue
+        low, high, threshold = shortcut
+        mask = np.zeros(n, dtype=bool)
+        for count in range(code.k, high + 1):
+            mask[:] = False
+            mask[order[:count]] = True
+            ok, symbols = inactivation_check(code, mask)
+            if count <= threshold:
+                assert not ok
+            elif count >= low:
+                assert ok and symbols == 1
+            answered += count <= threshold or count >= low
+    assert answered

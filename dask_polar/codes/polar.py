@@ -27,6 +27,8 @@ symbols.
 from __future__ import annotations
 
 import threading
+import weakref
+from bisect import bisect_left
 from typing import Any
 
 import numpy as np
@@ -235,26 +237,26 @@ class PolarCode(ErasureCode):
             return True
         if self.decoder_kind == "sc":  # plain SC gives up, unless the data all arrived
             return self.systematic and bool(mask[self.info_set].all())
-        return not self._null_symbols(mask, symbols).size
+        return not self._null_symbols(mask).size
 
-    def _null_symbols(self, mask: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+    def _null_symbols(self, mask: np.ndarray) -> np.ndarray:
         """Positions in ``u``'s information set left undetermined by the equations on the
         inactive symbols."""
-        directions = self._unknown_directions(mask, symbols)
+        directions = self._unknown_directions(mask)
         return np.flatnonzero(np.abs(directions).max(axis=1, initial=0) > 1e-9)
 
-    def _unknown_directions(self, mask: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+    def _unknown_directions(self, mask: np.ndarray) -> np.ndarray:
         """``(k, r)``: the directions in which ``u``'s information part is undetermined."""
-        coefficients, _, equations = self._sc_pass(None, mask, symbols)
+        _, coefficients, equations = self._symbolic_pass(mask, coefficients=True)
         _, _, basis = _solve_guard(equations)
-        return coefficients[self.info_set] @ basis
+        return coefficients @ basis
 
     def _missing(self, mask: np.ndarray) -> list[int]:
         symbols = self._symbols(mask)
         if self.decoder_kind == "sc" or symbols.size == 0:
             directions = np.isin(self.info_set, symbols)[:, None].astype(np.float64)
         else:
-            directions = self._unknown_directions(mask, symbols)
+            directions = self._unknown_directions(mask)
         if not self.systematic:
             return np.flatnonzero(np.abs(directions).max(axis=1, initial=0) > 1e-9).tolist()
         # data block i sums the u of the information positions whose bits contain its own,
@@ -315,7 +317,8 @@ class PolarCode(ErasureCode):
     def _sc_pass(
         self, work: np.ndarray | None, mask: np.ndarray, symbols: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """SC with inactive symbols, in place on ``work`` (n, width) (None: value-free).
+        """SC with inactive symbols, in place on ``work`` (n, width) (None: value-free; the
+        checks use `_symbolic_pass`, the same pass without values, faster).
 
         Each value is a numeric row of ``work`` plus a row of ``coefficients`` (n, d) on the
         ``d`` symbols. The subtree for ``u[lo:hi]`` works on rows ``lo:hi`` of both, so at the
@@ -416,6 +419,147 @@ class PolarCode(ErasureCode):
         residuals = None if value_free else stacked(found[0], work)
         return coefficients, residuals, equations
 
+    def _symbolic_pass(
+        self, mask: np.ndarray, *, coefficients: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """The value-free `_sc_pass`, bit for bit, at a fraction of its cost.
+
+        The same recursion and floating-point operations, reorganised around what a
+        decodability check needs:
+
+        * every node's availability comes from one vectorised polarization of ``mask``
+          (`_availability`), so a node costs a few byte lookups instead of reductions;
+        * later nodes need only the re-encoding of a fully received subtree, which is its
+          input: its butterfly (for its equations and coefficients) is deferred, done in one
+          batch per level at the end, and its input is read in place rather than copied
+          (so is a symbol, its own re-encoding); an all-frozen subtree's equations are its
+          received inputs, gathered at the end too;
+        * the inputs a right child takes from the left half are copied before the left
+          child runs, instead of being gathered, kept and scattered.
+
+        Equations keep `_sc_pass`'s order: the subtrees that emit them are disjoint and the
+        recursion meets them left to right, so they are the emitted rows in ascending order.
+
+        Parameters
+        ----------
+        mask : ndarray of bool, shape (n,)
+            The received outputs.
+        coefficients : bool, default False
+            Also return ``u``'s coefficients on the symbols at the information set.
+
+        Returns
+        -------
+        symbols : ndarray of int, shape (d,)
+            The inactive symbols (`_symbols`).
+        coefficients : (k, d) float64, or None
+            ``_sc_pass(None, mask, symbols)[0][info_set]``, if asked for.
+        equations : (e, d) float64
+            ``_sc_pass(None, mask, symbols)[2]``: the same rows in the same order.
+        """
+        n = self._n
+        levels, only_left = _availability(mask)
+        depth = len(levels) - 1
+        seen = np.empty(n, dtype=bool)
+        seen[_bit_reversal(n)] = levels[depth][0]
+        info = self.info_set
+        symbols = info[~seen[info]]
+        d = symbols.size
+        if d == 0:
+            return symbols, np.zeros((self._k, 0)) if coefficients else None, np.zeros((0, 0))
+        symbol_list = symbols.tolist()
+        last = len(symbol_list)
+        info_before = _info_counts(self)
+        received = [_column_flags(level, np.bitwise_and) for level in levels]
+        spill = [_column_flags(level, np.bitwise_or) for level in only_left]
+        values = np.zeros((n, d))
+        encoded = np.zeros((n, d))
+        # emitting subtrees per level: all-frozen ones by column, received ones by segment
+        frozen_nodes: list[list[int]] = [[] for _ in levels]
+        received_nodes: list[list[int]] = [[] for _ in levels]
+        subtract, copyto = np.subtract, np.copyto
+
+        def run(level: int, segment: int, column: int, zero_input: bool, need_x: bool) -> int:
+            """`_sc_pass`'s ``run`` for node ``segment`` of ``level``, whose availability is
+            ``levels[level][:, column]``. Returns `_ZERO` (the subtree is all zero), or
+            where its re-encoding is, if ``need_x``: `_ENCODED` (rows ``lo:hi`` of
+            ``encoded``) or `_INPUT` (its rows of ``values``: a received subtree re-encodes
+            to its input, a symbol to itself), which saves copying it to ``encoded``."""
+            size = n >> level
+            lo = segment * size
+            hi = lo + size
+            if zero_input:
+                at = bisect_left(symbol_list, lo)
+                if at == last or symbol_list[at] >= hi:
+                    return _ZERO
+            if info_before[hi] == info_before[lo]:
+                if not zero_input:
+                    frozen_nodes[level].append(column)
+                return _ZERO
+            if received[level][column]:
+                if coefficients or info_before[hi] - info_before[lo] < size:
+                    received_nodes[level].append(segment)
+                return _INPUT
+            if size == 1:  # an information position SC cannot see: inactive symbol
+                values[lo] = 0.0
+                values[lo, bisect_left(symbol_list, lo)] = 1.0
+                return _INPUT
+            mid = lo + size // 2
+            spills = spill[level][column]
+            if spills:
+                moved = only_left[level][:, column, None]
+                if not zero_input:
+                    copyto(values[mid:hi], values[lo:mid], where=moved)
+            if not zero_input:
+                values[lo:mid] -= values[mid:hi]
+            left = run(level + 1, 2 * segment, column, zero_input, need_x or spills)
+            if spills and left:
+                x_left = (encoded if left == _ENCODED else values)[lo:mid]
+                subtract(values[mid:hi], x_left, out=values[mid:hi], where=moved)
+            right = run(
+                level + 1, 2 * segment + 1, column + (1 << level), zero_input and not left,
+                need_x,
+            )
+            if not (left or right):
+                return _ZERO
+            if need_x:  # x = (x_left + x_right, x_right)
+                if not right:
+                    if left == _INPUT:
+                        encoded[lo:mid] = values[lo:mid]
+                    encoded[mid:hi] = 0.0
+                else:
+                    x_right = (encoded if right == _ENCODED else values)[mid:hi]
+                    if not left:
+                        encoded[lo:mid] = x_right
+                    else:
+                        np.add((encoded if left == _ENCODED else values)[lo:mid], x_right,
+                               out=encoded[lo:mid])
+                    if right == _INPUT:
+                        encoded[mid:hi] = x_right
+            return _ENCODED
+
+        try:
+            run(0, 0, 0, True, False)
+        finally:
+            del run  # the recursive closure refers to itself: break the cycle
+        emit = np.zeros(n, dtype=bool)
+        for level in range(depth + 1):
+            size = n >> level
+            rows = emit.reshape(-1, size)
+            if frozen_nodes[level]:
+                columns = np.array(frozen_nodes[level])
+                rows[_bit_reversal(1 << level)[columns]] = levels[level][:, columns].T
+            if received_nodes[level]:
+                segments = np.array(received_nodes[level])
+                rows[segments] = self._frozen.reshape(-1, size)[segments]
+                blocks = values.reshape(-1, size, d)[segments]
+                half = size // 2
+                while half >= 1:  # `butterfly(sign=-1)` on every block at once
+                    pairs = blocks.reshape(segments.size, size // (2 * half), 2, half, d)
+                    pairs[:, :, 0] -= pairs[:, :, 1]
+                    half //= 2
+                values.reshape(-1, size, d)[segments] = blocks
+        return symbols, values[info] if coefficients else None, values[emit]
+
     # -- incremental decodability: amortised O(log n) per arrival -----------------------------
 
     def _start(self, mask: np.ndarray) -> Any:
@@ -463,6 +607,87 @@ def _solve_guard(matrix: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
     rank = int(np.sum(s > cutoff))
     pinv = (vt[:rank].T / s[:rank]) @ left[:, :rank].T
     return pinv, rank, vt[rank:].T
+
+
+#: `PolarCode._symbolic_pass`: where a subtree's re-encoding is (or that it is all zero).
+_ZERO, _ENCODED, _INPUT = 0, 1, 2
+
+
+def _availability(mask: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Every SC node's available inputs, from one polarization of ``mask`` (n,).
+
+    ``levels[l]`` is ``(n >> l, 2**l)``: column ``c`` holds the inputs of the node whose
+    segment index is ``c`` bit-reversed over ``l`` bits, so that each level is two
+    contiguous operations on the one before (the worse child of column ``c`` is column
+    ``c``, the better one column ``c + 2**l``). ``only_left[l]`` ``(n >> (l + 1), 2**l)``:
+    the inputs a node's right child takes from its left half (present there, not in the
+    right half).
+    """
+    n = mask.size
+    depth = n.bit_length() - 1
+    buffer = np.empty((depth + 1, n), dtype=bool)
+    spilled = np.empty((depth, n // 2), dtype=bool)
+    buffer[0] = mask
+    levels = [buffer[0].reshape(n, 1)]
+    only_left = []
+    for level in range(depth):
+        half = n >> (level + 1)
+        left, right = levels[-1][:half], levels[-1][half:]
+        children = buffer[level + 1].reshape(half, 2, 1 << level)
+        np.logical_and(left, right, out=children[:, 0])
+        np.logical_or(left, right, out=children[:, 1])
+        levels.append(children.reshape(half, 2 << level))
+        only_left.append(np.greater(left, right, out=spilled[level].reshape(half, 1 << level)))
+    return levels, only_left
+
+
+def _column_flags(level: np.ndarray, combine: np.ufunc) -> bytes:
+    """One byte per column of a bool array (m, c): all (``np.bitwise_and``) or any
+    (``np.bitwise_or``) of its entries.
+
+    numpy reduces a few long columns along axis 0 slowly (an inner loop of c per row: 50 to
+    100 us at n = 16384), so narrow arrays reduce as uint64 words, 8 entries at once, along
+    contiguous or strided 1-d runs (a few us).
+    """
+    c = level.shape[1]
+    if c >= 64 or level.size % 8:
+        flags = level.all(axis=0) if combine is np.bitwise_and else level.any(axis=0)
+        return flags.tobytes()
+    if c >= 8:  # each row is c // 8 words: reduce each word column
+        words = level.view(np.uint64)
+        folded = np.array([combine.reduce(words[:, j]) for j in range(c // 8)], np.uint64)
+        return folded.view(np.bool_).tobytes()
+    # each word holds 8 // c rows: reduce all words to one, then fold its rows
+    word = combine.reduce(level.reshape(-1).view(np.uint64), keepdims=True)
+    rows = word.view(np.bool_).reshape(8 // c, c)
+    flags = rows.all(axis=0) if combine is np.bitwise_and else rows.any(axis=0)
+    return flags.tobytes()
+
+
+_BIT_REVERSALS: dict[int, np.ndarray] = {}
+
+
+def _bit_reversal(size: int) -> np.ndarray:
+    """``r[c]``: ``c`` with its ``log2(size)`` bits reversed (an involution)."""
+    reversal = _BIT_REVERSALS.get(size)
+    if reversal is None:
+        reversal = np.zeros(1, dtype=np.int64)
+        while reversal.size < size:
+            reversal = np.concatenate([2 * reversal, 2 * reversal + 1])
+        _BIT_REVERSALS[size] = reversal
+    return reversal
+
+
+_INFO_COUNTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _info_counts(code: PolarCode) -> list[int]:
+    """``code._info_before`` as a list (per-node lookups in Python), cached per code and
+    not pickled with it."""
+    counts = _INFO_COUNTS.get(code)
+    if counts is None:
+        counts = _INFO_COUNTS[code] = code._info_before.tolist()
+    return counts
 
 
 _SCRATCH = threading.local()

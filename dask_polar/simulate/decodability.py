@@ -9,7 +9,8 @@ answers (the tests check them against the codes on random masks and orders):
   needed are ``max`` of that over the information set, for all trials in one
   O(n log n)-per-trial pass;
 * polar, inactivation: the code's own symbolic SC pass and conditioning guard, per trial,
-  searched downward from the SC answer (SC-decodable implies decodable);
+  searched downward from the SC answer (SC-decodable implies decodable), the prefixes with
+  one inactive symbol all answered by one pass;
 * MDS: ``k``; replication: the last block's first copy, closed form;
 * local product: peeling on the grid, vectorised over trials, in a per-trial binary search
   (decodability is monotone).
@@ -23,7 +24,7 @@ import numpy as np
 
 from ..codes import ErasureCode, LocalProductCode, MDSCode, PolarCode, ReplicationCode
 from ..codes.construction import polarize
-from ..codes.polar import _solve_guard, sc_leaf_mask
+from ..codes.polar import _solve_guard, butterfly, sc_leaf_mask
 
 __all__ = ["decodable_masks", "results_needed"]
 
@@ -84,28 +85,79 @@ def sc_needed(code: PolarCode, ranks: np.ndarray) -> np.ndarray:
 def inactivation_check(code: PolarCode, mask: np.ndarray) -> tuple[bool, int]:
     """``code.decodable(mask)`` and the number of inactive symbols, for one mask.
 
-    The same symbolic SC pass and conditioning guard as `PolarCode`, with one shortcut that
-    leaves the answer unchanged: the guard needs only the singular values and right singular
-    vectors of the ``e x d`` equation matrix, which its ``d x d`` QR factor ``R`` shares, so
-    the full SVD's ``e x e`` left factor (most of the time at ``n`` in the thousands) is never
-    formed.
+    The same symbolic SC pass (`PolarCode._symbolic_pass`, the value-free ``_sc_pass``) and
+    conditioning guard as `PolarCode`, with two shortcuts that leave the answer unchanged:
+
+    * the guard needs only the singular values and right singular vectors of the ``e x d``
+      equation matrix, which its ``d x d`` QR factor ``R`` shares, so the full SVD's
+      ``e x e`` left factor (most of the time at ``n`` in the thousands) is never formed;
+    * the code checks that no information position depends on an undetermined direction
+      (a unit column ``b`` of the null-space basis), but each symbol's own position has
+      coefficient 1 on it and 0 on the others, so some entry is ``|b_j| >= d**-0.5``: the
+      answer is whether that basis is empty.
     """
     if int(mask.sum()) < code.k:
         return False, code.k
-    symbols = code._symbols(mask)
-    d = int(symbols.size)
-    if d == 0:
-        return True, 0
     if code.decoder_kind == "sc":
-        return False, d
-    coefficients, _, equations = code._sc_pass(None, mask, symbols)
+        symbols = code._symbols(mask)
+        return symbols.size == 0, int(symbols.size)
+    symbols, _, equations = code._symbolic_pass(mask)
+    return _guard_passes(equations, symbols.size), int(symbols.size)
+
+
+def _guard_passes(equations: np.ndarray, d: int) -> bool:
+    """Whether the ``e x d`` equations determine all ``d`` symbols (`_solve_guard`)."""
+    if d == 0:
+        return True
     if equations.shape[0] > d:
         equations = np.linalg.qr(equations, mode="r")
     _, _, basis = _solve_guard(equations)
-    if basis.shape[1] == 0:
-        return True, d
-    touched = np.abs(coefficients[code.info_set] @ basis).max(axis=1) > 1e-9
-    return not bool(touched.any()), d
+    return basis.shape[1] == 0
+
+
+def _one_symbol_answers(code: PolarCode, order: np.ndarray) -> tuple[int, int, int] | None:
+    """The checks of every prefix with one inactive symbol, answered by one pass.
+
+    Returns ``(low, high, threshold)``: prefixes of ``low`` to ``high`` arrivals have one
+    symbol; a prefix is not decodable if it has at most ``threshold`` arrivals, decodable
+    if from ``low`` to ``high``, and otherwise needs its own check. None where no prefix of
+    at least ``k`` has exactly one symbol.
+
+    Exact arithmetic (the pass's values are small integers, exact in float64): a prefix is
+    decodable iff no nonzero ``u`` (zero at the frozen positions) has ``u G`` vanishing on
+    it. Take the shortest prefix with one symbol (``low``; longer ones keep that symbol
+    alone). Its pass writes each ``u`` it leaves open as ``s w``, ``w`` the coefficients;
+    with one symbol the guard keeps its one singular value, so the check is this exact
+    answer. If it is decodable, so is every longer prefix. If not, ``w G`` vanishes on it,
+    and a longer one-symbol prefix is decodable iff it holds the first arrival where
+    ``w G`` does not vanish; a prefix without that arrival keeps ``w`` undetermined,
+    whatever its symbols, so it is not decodable, with or without the guard.
+    """
+    n, k = code.n, code.k
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[order] = np.arange(n)
+    # a prefix of c results has the symbols seen only with more: seen_at >= c
+    seen_at = polarize(ranks, np.maximum, np.minimum)[code.info_set]
+    high = int(seen_at.max())
+    low = k if k < 2 else max(int(np.partition(seen_at, k - 2)[k - 2]) + 1, k)
+    if low > high:
+        return None
+    mask = np.zeros(n, dtype=bool)
+    mask[order[:low]] = True
+    symbols, coefficients, equations = code._symbolic_pass(mask, coefficients=True)
+    if symbols.size != 1:
+        return None
+    if _guard_passes(equations, 1):
+        return low, high, -1
+    u = np.zeros((n, 1))
+    u[code.info_set] = coefficients
+    encoded = butterfly(u)[order, 0]
+    if np.abs(encoded).max() >= 2.0**52:  # beyond exact integers: leave it to the checks
+        return None
+    first = int(np.argmax(encoded != 0))
+    if first < low or encoded[first] == 0:  # not the kernel vector the argument needs
+        return None
+    return low, high, first
 
 
 def inactivation_needed(code: PolarCode, order: np.ndarray, upper: int) -> tuple[int, int]:
@@ -113,6 +165,9 @@ def inactivation_needed(code: PolarCode, order: np.ndarray, upper: int) -> tuple
 
     ``upper`` is a count known to be decodable (the SC answer). The search gallops down
     from it (checks just below the answer are the cheap ones: few symbols) and then bisects.
+    Its probes with one inactive symbol, and those below the arrival that the symbol's
+    undetermined direction first shows in, take their answers from `_one_symbol_answers`
+    (one pass instead of about half of the checks); the others run `inactivation_check`.
 
     Unlike ``code.min_results`` (a linear scan), this assumes decodability is monotone.
     Exactly it is, but the conditioning guard (`dask_polar.codes.polar.CONDITION_LIMIT`) makes it non-monotone near
@@ -123,8 +178,17 @@ def inactivation_needed(code: PolarCode, order: np.ndarray, upper: int) -> tuple
     n, k = code.n, code.k
     mask = np.zeros(n, dtype=bool)
     symbols_at = {upper: 0}
+    # the one-symbol prefixes, mostly the gallop's first probes, are answered by one pass
+    shortcut = _one_symbol_answers(code, order) if code.decoder_kind != "sc" else None
 
     def decodable(count: int) -> bool:
+        if shortcut is not None:
+            low, high, threshold = shortcut
+            if count <= threshold:
+                return False
+            if low <= count <= high:
+                symbols_at[count] = 1
+                return True
         mask[:] = False
         mask[order[:count]] = True
         ok, d = inactivation_check(code, mask)
@@ -272,7 +336,8 @@ def results_needed(code: ErasureCode, orders: Any) -> np.ndarray:
     -----
     Polar SC, MDS and replication are closed forms over all trials; local product is a
     vectorised binary search; the polar inactivation decoder runs its exact check per trial
-    (about a dozen checks of a few to tens of milliseconds each at ``n`` in the thousands).
+    (at ``n = 16384``, about 7 checks of a few milliseconds each, after one pass that answers
+    the prefixes with one inactive symbol).
 
     Examples
     --------
