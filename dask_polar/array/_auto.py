@@ -3,8 +3,8 @@ products timed, so that they feed the statistics too.
 
 Per backend (``"threads"``, or a dask.distributed scheduler's address) one `BackendStats`
 holds the learned relative task times (`LearnedRuntimes`), the typical task's seconds per
-block shape, and each method's overhead (the realised latency minus the predicted one, a
-running average). Coded jobs feed it through their `JobRecord` (`observe_record`, called by
+block shape, and each method's overhead (the median of its recent jobs' realised latency
+minus the predicted one). Coded jobs feed it through their `JobRecord` (`observe_record`, called by
 `dask_polar.jobs.remember` in the process that ran the job); plain products run as
 `timed_block_product` tasks, which report their times (`observe_plain_task`) until the
 product's last one assembles its record. On dask.distributed the statistics live on the
@@ -53,14 +53,22 @@ PRIOR_RESIDUALS = 2
 class BackendStats:
     """What one backend's jobs taught: relative task times, typical seconds, overheads."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: str | None = None) -> None:
+        #: What ``polar.auto.path`` keeps the statistics under (None: never kept).
+        self.key = key
         self.learned = LearnedRuntimes(
             window=int(config.get("auto.window")), prior=config.get("auto.prior")
         )
         self.typical: dict[str, float] = {}    # block signature -> median task seconds
         self.residuals: dict[str, list[float]] = {}  # method -> realised - predicted, newest last
-        self._plain: dict[str, list[TaskRecord]] = {}
+        self._plain: dict[str, dict[int, TaskRecord]] = {}  # token -> index -> its last run
         self._lock = threading.Lock()
+        path = config.get("auto.path")
+        if key is not None and path and os.path.exists(path):
+            with open(path) as f:
+                saved = json.load(f).get(key)
+            if saved:
+                self.load(saved)
 
     def record(self, record: JobRecord) -> None:
         """Learn from a finished job's record (its plan, if any, calibrates the overheads)."""
@@ -109,14 +117,14 @@ class BackendStats:
     def plain_task(self, token: str, task: TaskRecord, expected: int, backend: str) -> JobRecord | None:
         """One plain task's times; the product's record once all ``expected`` are in."""
         with self._lock:
-            tasks = self._plain.setdefault(token, [])
-            tasks.append(task)
-            if len(tasks) < expected:
+            runs = self._plain.setdefault(token, {})
+            runs[task.index] = task  # a task Dask re-ran (a lost worker) reports again
+            if len(runs) < expected:
                 return None
             del self._plain[token]
             while len(self._plain) > 256:  # products whose other tasks never reported
                 self._plain.pop(next(iter(self._plain)))
-        tasks = sorted(tasks, key=lambda t: t.index)
+        tasks = [runs[i] for i in sorted(runs)]
         # the job's clock starts with its first block (whose start was announced, see
         # `timed_block_product`); a block another thread began a moment earlier starts < 0
         start = tasks[0].started
@@ -151,21 +159,13 @@ def backend_stats(key: str) -> BackendStats:
     with _STATS_LOCK:
         stats = _STATS.get(key)
         if stats is None:
-            stats = _STATS[key] = BackendStats()
-            stats.key = key  # type: ignore[attr-defined]
-            path = config.get("auto.path")
-            if path and os.path.exists(path):
-                with open(path) as f:
-                    saved = json.load(f).get(key)
-                if saved:
-                    stats.load(saved)
+            stats = _STATS[key] = BackendStats(key)
         return stats
 
 
 def _persist(stats: BackendStats) -> None:
     """Write every backend's statistics to ``polar.auto.path``, if the user asked for it."""
-    path = config.get("auto.path")
-    key = getattr(stats, "key", None)
+    path, key = config.get("auto.path"), stats.key
     if not path or key is None:
         return
     saved: dict[str, Any] = {}

@@ -21,7 +21,9 @@ class RuntimesPlugin(SchedulerPlugin):
     name = "dask_polar-runtimes"
 
     def __init__(self) -> None:
-        self.stats = BackendStats()
+        # kept across sessions under "distributed" where polar.auto.path asks for it (a
+        # scheduler's address changes from one cluster to the next)
+        self.stats = BackendStats("distributed")
         self.scheduler: Any = None
 
     async def start(self, scheduler: Any) -> None:
