@@ -26,6 +26,17 @@ interleaved rounds so that the noise of a shared 2-core machine hits all of them
    panel, `dask_polar.array._systematic`), in GB/s of data blocks read, against numpy's
    ``acc += block`` over the same blocks (the blocks' one-off scaling, which the first
    parity task to read a block pays, is reported apart). Target: at least 0.5 x numpy's add.
+8. Certified decoding (`dask_polar.codes.certify`): for systematic polar, butterfly polar,
+   MDS and local product codes, on ordinary data (``randn``) and on mixed magnitudes
+   (``randn * 10**randint(-4, 5)``, A and B), with a quarter of the data blocks' own results
+   missing: the decode alone, the check where the decode runs (its weights and the
+   magnitudes it combined: the suspect entries) and where the data blocks are (the
+   suspects computed again), against the decoded blocks' own products ``A_i @ B`` (what
+   computing them directly instead would cost); the entries computed again, and each
+   entry's worst error against its GEMM bound ``p eps (|A_i| @ |B|)`` without and with the
+   check, for a thin ``B`` (8 columns: the suspects' rows are computed again) and a wider
+   one (64: their floor first). Target: every entry within 16 x its bound with the check
+   (the costs are reported).
 
 Every section prints a table with its targets marked PASS or MISS (a miss is reported, not
 raised); `run` returns the numbers as a dict.
@@ -67,6 +78,7 @@ TARGET_DECODABLE_S = 1e-3  # one value-free decodability check, at most
 TARGET_MDS_OVER_POLAR = {1024: 1.0, 4096: 2.0}  # polar faster, 2x faster at 4096
 TARGET_OVERHEAD = (256, 128, 1.08)  # polar inactivation: mean results / k at (n, k), at most
 ERROR_LIMIT = {"float32": 1e-4, "float64": 1e-8}
+TARGET_GEMM_FACTOR = 16.0  # certified decoding: an entry's error over its GEMM bound, at most
 
 #: (setup, timed): setup builds the untimed state that ``timed`` consumes
 Timer = tuple[Callable[[], Any], Callable[[Any], Any]]
@@ -636,6 +648,126 @@ def parity_encode(quick: bool) -> dict[str, Any]:
     return {"target_ratio": TARGET_THROUGHPUT, "rows": rows_out}
 
 
+def gemm_ratio(got: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """The worst error of an entry of ``got`` (``a @ b`` decoded) over its GEMM bound
+    ``p eps (|a| @ |b|)``, both in long double."""
+    exact = a.astype(np.longdouble) @ b.astype(np.longdouble)
+    bound = a.shape[1] * np.finfo(got.dtype).eps * (
+        np.abs(a).astype(np.longdouble) @ np.abs(b).astype(np.longdouble)
+    )
+    error = np.abs(got.astype(np.longdouble) - exact)
+    return float(np.max(error / np.maximum(bound, np.finfo(np.longdouble).tiny)))
+
+
+def certified(quick: bool) -> dict[str, Any]:
+    """Section 8: what certified decoding costs, on ordinary and mixed-magnitude data.
+
+    With one BLAS thread, as the thread backend's tasks run: two BLAS threads on the two
+    shared cores made the small products' times vary tenfold.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _certified(quick)
+
+
+def _certified(quick: bool) -> dict[str, Any]:
+    from dask_polar.codes.certify import Suspects, certify, decode_weights, required
+
+    repeats = 3 if quick else 7
+    k, rows, p = (16, 256, 256) if quick else (32, 1024, 512)
+    widths = (8, 64)  # B thin (suspects computed again) and wider (their floor first)
+    codes = {
+        "polar": PolarCode(2 * k, k, systematic=True), "butterfly": PolarCode(2 * k, k),
+        "mds": MDSCode(2 * k, k), "local-product": LocalProductCode(k),
+    }
+    print(f"\n8. Certified decoding: k = {k} blocks of {rows} x {p} times B {p} x q, float64,"
+          f" a quarter of the blocks' own results missing; ms, medians of {repeats}, one BLAS"
+          " thread")
+    print("    check: the suspects, where the decode runs; settle: computing them again, where"
+          " the data blocks are; A_i@B: the decoded blocks' products; again: entries it replaced"
+          " (computed again: whole rows where many are); ratio: worst error over the GEMM bound,"
+          " without and with the check")
+    print(f"    {'code':>14} {'data':>9} {'q':>4} {'blocks':>6} {'decode':>8} {'check':>7}"
+          f" {'settle':>7} {'A_i@B':>7} {'again':>7} {'ratio before':>13} {'after':>7}")
+    out = []
+    for data_kind, q in [(kind, q) for kind in ("ordinary", "mixed") for q in widths]:
+        rng = np.random.default_rng([SEED + 8, data_kind == "mixed", q])
+
+        def draw(shape: tuple[int, ...]) -> np.ndarray:
+            values = rng.standard_normal(shape)
+            return values * 10.0 ** rng.integers(-4, 5, shape) if data_kind == "mixed" else values
+
+        data, b = draw((k, rows, p)), draw((p, q))
+        for name, code in codes.items():
+            products = code.encode(data) @ b
+            # a data block's own position: its unit row of the generator (none: butterfly)
+            unit = (code.generator[:, :, None] == np.eye(k)[None]).all(axis=1)
+            own = {i: int(np.flatnonzero(unit[:, i])[0]) for i in range(k) if unit[:, i].any()}
+            if name == "butterfly":  # every block is decoded: any results missing
+                lost = set(rng.choice(code.n, size=k // 4, replace=False).tolist())
+                first: list[int] = []
+            else:  # the blocks' own results first, but those of a quarter of them
+                lost = {own[i] for i in rng.choice(k, size=k // 4, replace=False)}
+                first = [j for j in rng.permutation(list(own.values())) if j not in lost]
+            rest = [j for j in rng.permutation(code.n) if j not in lost and j not in first]
+            order = first + rest + sorted(lost)
+            used = order[: code.min_results(order)]
+            results = {int(j): products[j] for j in used}
+            # the blocks a job decodes: the missing ones (systematic), or all (butterfly)
+            blocks = [i for i in range(k) if own.get(i, -1) not in results]
+            state: dict[str, Any] = {}
+
+            def decode(_: None) -> None:
+                state["decoded"] = code.decode(results)
+
+            def check(_: None) -> None:
+                weights = decode_weights(code, list(results))[blocks]
+                need = required(weights, list(results.values()), p, code.n)
+                state["suspects"] = [
+                    Suspects.of(nd, state["decoded"][i]) for nd, i in zip(need, blocks)
+                ]
+
+            def settle(_: None) -> None:
+                state["settled"] = [
+                    certify(state["decoded"][i], found, data[i], b)
+                    for i, found in zip(blocks, state["suspects"])
+                ]
+
+            def direct(_: None) -> None:
+                for i in blocks:
+                    data[i] @ b
+
+            t, _, _ = interleaved(
+                {"decode": (no_setup, decode), "check": (no_setup, check),
+                 "settle": (no_setup, settle), "direct": (no_setup, direct)}, repeats,
+            )
+            again = sum(
+                int((settled != state["decoded"][i]).sum())
+                for i, settled in zip(blocks, state["settled"])
+            ) / (len(blocks) * rows * q)
+            before = max(gemm_ratio(state["decoded"][i], data[i], b) for i in blocks)
+            after = max(gemm_ratio(v, data[i], b) for i, v in zip(blocks, state["settled"]))
+            row = {
+                "code": name, "data": data_kind, "q": q, "decoded_blocks": len(blocks),
+                "decode_s": t["decode"], "check_s": t["check"], "settle_s": t["settle"],
+                "block_product_s": t["direct"], "computed_again": again,
+                "gemm_ratio_before": before, "gemm_ratio_after": after,
+            }
+            ok = after <= TARGET_GEMM_FACTOR
+            row["ok"] = ok
+            out.append(row)
+            ms = {key: 1e3 * t[key] for key in t}
+            print(f"    {name:>14} {data_kind:>9} {q:>4} {len(blocks):>6} {ms['decode']:>8.2f}"
+                  f" {ms['check']:>7.2f}"
+                  f" {ms['settle']:>7.2f} {ms['direct']:>7.2f} {again:>7.1%} {before:>13.3g}"
+                  f" {after:>7.3g} {mark(ok)}", flush=True)
+    return {
+        "k": k, "rows": rows, "p": p, "widths": widths, "target_gemm_factor": TARGET_GEMM_FACTOR,
+        "rows_out": out,
+    }
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     """Run every section, print its table, return all numbers (see the module docstring)."""
     results: dict[str, Any] = {"quick": quick, "seconds": {}}
@@ -647,6 +779,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         ("results_needed", results_needed),
         ("accuracy", accuracy),
         ("parity_encode", parity_encode),
+        ("certified", certified),
     ]
     for name, section in sections:
         start = time.perf_counter()

@@ -7,12 +7,16 @@ import math
 import dask.array as da
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import dask_polar
 from dask_polar import coded_matmul
 from dask_polar.array._scaling import (
     ZERO_ROW, Scales, block_stats, job_scales, peak_exponent, work_dtype,
 )
+from dask_polar.array._systematic import SystematicLayout
+from dask_polar.stragglers import Faults
 
 CODES = ["polar", "mds", "local-product", "replication"]
 
@@ -25,7 +29,7 @@ def coded(a, b, code="polar", rows=8):
     """``a @ b`` coded in k = 16 row blocks with a quarter of the n tasks straggling, so the
     decoder combines results (without stragglers it may need only plain subtractions)."""
     k = a.shape[0] // rows
-    n = None if code == "local-product" else 2 * k
+    n = {"local-product": None, "polar": 1 << (2 * k - 1).bit_length()}.get(code, 2 * k)
     the_code = dask_polar.array.matmul.make_code(code, k, n=n)
     delays = np.zeros(the_code.n)
     delays[np.random.default_rng(2).permutation(the_code.n)[: the_code.n // 4]] = 0.3
@@ -212,3 +216,109 @@ def test_encode_sums_scaled_terms_and_leaves_the_inputs_alone(factors):
     rows = np.array([1.0, 2.0, 0.5, 1.0, 8.0])  # each row its own factor
     scaled = add(Scales((rows, None, None), (True,) * 3), (0, 1), *blocks[:2])
     np.testing.assert_array_equal(scaled, rows[:, None] * blocks[0] + blocks[1])
+
+
+# -- mixed magnitudes inside rows: certified decoding (issue 21) --------------------------
+
+#: Every entry of a coded product within this many times its GEMM bound (the user guide,
+#: "Exactness in floating point"; `dask_polar.codes.certify.TOLERANCE`).
+GEMM_FACTOR = 16
+#: (code, systematic) pairs: every decode path on threads.
+DECODES = [("polar", None), ("polar", False), ("mds", None), ("local-product", None),
+           ("replication", None)]
+
+
+def mixed(rng, shape, dtype):
+    """Entries ``randn * 10**randint(-4, 5)``: each entry of a product is ruled by a few
+    terms, so one block's entry can be 1e8 times another's in the same row and column."""
+    values = rng.standard_normal(shape) * 10.0 ** rng.integers(-4, 5, shape)
+    if np.issubdtype(dtype, np.complexfloating):
+        values = values + 1j * rng.standard_normal(shape) * 10.0 ** rng.integers(-4, 5, shape)
+    return values.astype(dtype)
+
+
+def gemm_ratio(out, a, b):
+    """The largest ratio of an entry's error to its GEMM bound ``p eps (|A| @ |B|)``, both
+    in long double."""
+    wide = np.clongdouble if np.iscomplexobj(out) else np.longdouble
+    exact = a.astype(wide) @ b.astype(wide)
+    bound = a.shape[1] * np.finfo(out.dtype).eps * (
+        np.abs(a).astype(np.longdouble) @ np.abs(b).astype(np.longdouble)
+    )
+    error = np.abs(out.astype(wide) - exact)
+    return float(np.max(error / np.maximum(bound, np.finfo(np.longdouble).tiny)))
+
+
+def decoded(a, b, rows, code, systematic, failing):
+    """``a @ b`` in ``rows``-row blocks, with the data blocks ``failing`` (their own coded
+    tasks: every attempt fails), so that they are decoded from the others."""
+    k = a.shape[0] // rows
+    n = {"local-product": None, "polar": 1 << (2 * k - 1).bit_length()}.get(code, 2 * k)
+    the_code = dask_polar.array.matmul.make_code(code, k, n=n, systematic=systematic is not False)
+    layout = SystematicLayout.of(the_code)
+    if layout is None or systematic is False:  # no data block is a task: fail coded ones
+        fail = list(failing)
+    else:  # each failing block's first position (replication decodes from the second)
+        first = {block: j for j, block in sorted(layout.plain.items(), reverse=True)}
+        fail = [first[block] for block in failing]
+    A = da.from_array(a, chunks=(rows, a.shape[1]))
+    out = coded_matmul(
+        A, b, code=code, n=n, systematic=systematic, stragglers=Faults(fail=fail)
+    ).compute()
+    assert out.dtype == (a @ b).dtype
+    return out
+
+
+@pytest.mark.parametrize("code, systematic", DECODES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+def test_the_issues_mixed_magnitudes_keep_every_entry_within_the_gemm_bound(
+    code, systematic, dtype
+):
+    # A 64 x 16, B 16 x 8, chunks (8, 16), seed 23: 580x numpy's error in float32, and
+    # 4300x (systematic polar) to 66000x (MDS) the GEMM bound of an entry
+    rng = np.random.default_rng(23)
+    a, b = mixed(rng, (64, 16), dtype), mixed(rng, (16, 8), dtype)
+    for failing in [(0, 3), (1, 2, 5), (4, 6)]:
+        out = decoded(a, b, 8, code, systematic, failing)
+        assert gemm_ratio(out, a, b) <= GEMM_FACTOR, failing
+
+
+@pytest.mark.parametrize("code, systematic", DECODES)
+def test_mixed_magnitudes_in_128_rows_keep_every_entry_within_the_gemm_bound(code, systematic):
+    # 19,050x the bound in float64 and 9,100x in float32 (polar, n = 2k) before
+    rng = np.random.default_rng(1)
+    for dtype in [np.float32, np.float64]:
+        a, b = mixed(rng, (128, 32), dtype), mixed(rng, (32, 8), dtype)
+        out = decoded(a, b, 16, code, systematic, (0, 3))
+        assert gemm_ratio(out, a, b) <= GEMM_FACTOR
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(2, 8), st.integers(1, 12), st.integers(1, 40), st.integers(1, 6),
+    st.sampled_from(DECODES), st.sampled_from([np.float32, np.float64, np.complex128]),
+    st.integers(0, 2**32 - 1),
+)
+def test_mixed_magnitudes_of_any_shape_keep_every_entry_within_the_gemm_bound(
+    k, rows, p, q, decode, dtype, seed
+):
+    code, systematic = decode
+    rng = np.random.default_rng(seed)
+    a, b = mixed(rng, (k * rows, p), dtype), mixed(rng, (p, q), dtype)
+    failing = tuple(rng.choice(k, size=min(2, k - 1), replace=False))
+    out = decoded(a, b, rows, code, systematic, failing)
+    assert gemm_ratio(out, a, b) <= GEMM_FACTOR
+
+
+@pytest.mark.parametrize("code, systematic", DECODES)
+def test_a_float32_times_bool_product_keeps_every_entry_within_the_gemm_bound(code, systematic):
+    # MDS decoded one of ordinary data with 56-78x numpy's error (4.9-7.7x the bound),
+    # every code one of mixed magnitudes with 4,800-650,000x the bound
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        a, b = rng.standard_normal((64, 16)).astype(np.float32), rng.random((16, 8)) < 0.5
+        out = decoded(a, b, 8, code, systematic, (seed, seed + 3))
+        assert gemm_ratio(out, a, b.astype(np.float32)) <= GEMM_FACTOR
+        a = mixed(rng, (64, 16), np.float32)
+        out = decoded(a, b, 8, code, systematic, (seed, (seed + 3) % 8))
+        assert gemm_ratio(out, a, b.astype(np.float32)) <= GEMM_FACTOR

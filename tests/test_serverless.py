@@ -24,6 +24,7 @@ moto = pytest.importorskip("moto")
 
 from dask_polar import RemoteDecodeError  # noqa: E402
 from dask_polar.codes import PolarCode  # noqa: E402
+from dask_polar.codes.certify import certify  # noqa: E402
 from dask_polar.executors import WorkOutcome  # noqa: E402
 from dask_polar.serverless import (  # noqa: E402
     LambdaCrashError,
@@ -513,6 +514,32 @@ def test_results_stay_in_s3_and_functions_decode_them_by_panels(s3, kept):
     np.testing.assert_allclose(decode.decode(code, known), expected)
     zeros = results.decode_panel(store, code, 0, dict.fromkeys(used))
     assert zeros.shape == (4, 2, 3) and not zeros.any()
+
+
+def test_functions_certify_their_decode_and_the_client_computes_the_suspects(s3):
+    # issue 21: mixed magnitudes inside rows; the functions return each panel's suspect
+    # entries with its values, the client computes those from its data blocks
+    code = PolarCode(8, 4)
+    rng = np.random.default_rng(23)
+    data = rng.standard_normal((4, 10, 16)) * 10.0 ** rng.integers(-4, 5, (4, 10, 16))
+    rhs = rng.standard_normal((16, 3)) * 10.0 ** rng.integers(-4, 5, (16, 3))
+    products = code.encode(data) @ rhs
+    splits = results.panel_splits(10, 4 * 3 * 8, 250, 8)
+    store = results.S3ResultStore(BUCKET, "jobs/j2", (10, 3), np.float64, splits, s3=s3)
+    used = {
+        j: results.keep_result(store, f"task-{j}", _product, products[j]).value
+        for j in (1, 3, 4, 5, 6, 7)
+    }
+    functions = InProcessFunctions()
+    decoded = decoding(functions, store).decode(code, used, inner=16)
+    exact = data.astype(np.longdouble) @ rhs.astype(np.longdouble)
+    bound = 16 * np.finfo(float).eps * (np.abs(data).astype(np.longdouble) @ np.abs(rhs))
+    assert np.max(np.abs(decoded.values - exact) / bound) > 16  # the decode alone lost digits
+    certified = np.stack([
+        certify(decoded.values[i], decoded.suspects[i], data[i], rhs) for i in range(4)
+    ])
+    assert np.max(np.abs(certified - exact) / bound) <= 16
+    np.testing.assert_array_equal(decoding(functions, store).decode(code, used), decoded.values)
 
 
 def test_a_result_of_another_shape_or_dtype_is_not_stored(s3, kept):

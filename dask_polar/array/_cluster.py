@@ -45,6 +45,7 @@ from dask.utils import parse_timedelta
 
 from .. import config
 from ..codes import ErasureCode, PolarCode
+from ..codes.certify import Decoded, Suspects, Uncertain, certified_decode, certify
 from ..exceptions import CodedJobError, CodedJobTimeout, NotDecodableError
 from ..executors import WorkOutcome
 from ..executors._core import describe_error, late_seconds
@@ -544,13 +545,16 @@ def result_panel(
 
 
 def decode_panel(
-    job: ClusterJob, started: float, panel: int, *parts: tuple[WorkOutcome, np.ndarray | None]
-) -> np.ndarray:
+    job: ClusterJob, started: float, panel: int, scales: Scales,
+    *parts: tuple[WorkOutcome, np.ndarray | None],
+) -> Decoded:
     """Decode one row panel of every data block from the first decodable set of results.
 
     The results are taken in the order they finished, as the driver layout would have
     received them; every panel sees the same outcomes and so decodes from the same set.
-    Panel 0 also records the job (`dask_polar.last_job`).
+    The decode is certified (`dask_polar.codes.certify`, for the product's inner dimension
+    in ``scales``): the output tasks compute the entries it may have lost digits in from
+    their data blocks. Panel 0 also records the job (`dask_polar.last_job`).
 
     Raises
     ------
@@ -588,7 +592,7 @@ def decode_panel(
     used = order[:needed]
     shape = next(iter(values.values())).shape if values else (0, job.columns)
     results = {j: values[j] if j in values else np.zeros(shape, job.dtype) for j in used}
-    decoded = job.code.decode(results)
+    decoded = certified_decode(job.code, results, scales.inner or 1)
     if panel == 0:
         _record(job, started, outcomes, used)
     return decoded
@@ -635,20 +639,29 @@ def _record(
     notify("on_finish", record)
 
 
-def take_part(decoded: np.ndarray, index: int, col_start: int, col_stop: int) -> np.ndarray:
-    """Data block ``index``'s rows of one decoded panel, columns ``col_start:col_stop``."""
-    return decoded[index, :, col_start:col_stop]
+def take_part(decoded: Decoded, index: int, col_start: int, col_stop: int) -> Uncertain:
+    """Data block ``index``'s rows in a decode panel, columns ``col_start:col_stop``, with
+    their suspect entries."""
+    return Uncertain(
+        decoded.values[index, :, col_start:col_stop],
+        decoded.suspects[index].columns(col_start, col_stop),
+    )
 
 
 def join_parts(
     scales: Scales, direct: np.ndarray | None, i: int, rows: int, col_start: int,
-    col_stop: int, dtype: np.dtype, *parts: np.ndarray,
+    col_stop: int, dtype: np.dtype, block: np.ndarray, b: np.ndarray, *parts: Uncertain,
 ) -> np.ndarray:
-    """Output block ``i``: its row parts from the panels, in order (see `finish_block`)."""
+    """Output block ``i``: its row parts from the panels, in order (see `finish_block`),
+    the entries the decode may have lost digits in computed from ``block`` and ``b``."""
     if direct is not None:  # the parts are not used: don't join them
         return _tasks.finish_block(direct, scales, direct, i, rows, col_start, col_stop, dtype)
-    joined = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-    return _tasks.finish_block(joined, scales, None, i, rows, col_start, col_stop, dtype)
+    values = [part.value for part in parts]
+    joined = values[0] if len(values) == 1 else np.concatenate(values, axis=0)
+    offsets = np.cumsum([0] + [len(value) for value in values[:-1]])
+    suspects = Suspects.joined([part.suspects.shifted(int(lo)) for part, lo in zip(parts, offsets)])
+    out = _tasks.finish_block(joined, scales, None, i, rows, col_start, col_stop, dtype)
+    return certify(out, suspects, block, b[:, col_start:col_stop])
 
 
 def panel_bounds(block_rows: int, columns: int, k: int, itemsize: int) -> list[int]:
@@ -705,7 +718,9 @@ def cluster_layer(
     decode_name = f"polar-decode-{token}"
     for p in range(panels):
         parts = [TaskRef((job.result_name, j, p)) for j in job.coded]
-        layer[(decode_name, p)] = Task((decode_name, p), decode_panel, job, started, p, *parts)
+        layer[(decode_name, p)] = Task(
+            (decode_name, p), decode_panel, job, started, p, scales, *parts
+        )
         if workers:
             placement[(decode_name, p)] = workers[p % len(workers)]
     col_bounds = plan.col_bounds
@@ -723,9 +738,12 @@ def cluster_layer(
                 if workers:
                     placement[key] = placement[(decode_name, p)]
             out = (plan.out_name, i if order is None else order[i], c)
+            # with the data block and B, where the scheduler finds them: the entries the
+            # decode may have lost digits in are computed from them
             layer[out] = Task(
                 out, join_parts, scales, TaskRef((f"polar-direct-{token}", i)), i, rows,
-                col_bounds[c], col_bounds[c + 1], plan.dtype, *parts,
+                col_bounds[c], col_bounds[c + 1], plan.dtype, TaskRef(encoded.data_keys[i]),
+                TaskRef(rhs_key), *parts,
             )
     outputs = [key for key in layer if isinstance(key, tuple) and key[0] == plan.out_name]
     layer[job.start_key] = Task(job.start_key, start, job, list(layer), outputs)

@@ -46,6 +46,7 @@ import numpy as np
 from dask.task_spec import Task, TaskRef
 
 from ..codes import ErasureCode
+from ..codes.certify import Suspects, Uncertain, required
 from ..exceptions import CodedJobError, CodedJobTimeout
 from ..executors import WorkOutcome
 from ..executors._core import (
@@ -296,6 +297,8 @@ def work(
             else:
                 if value is None:  # left out of the parity (not finite): computed here
                     value = direct_product(a, b, job.dtype)
+                elif isinstance(value, Uncertain):  # decoded: its uncertified entries here
+                    value = value.settle(a, b)
     if value is None:
         error: CodedJobError
         if outcome.error is not None and not flag.expired():
@@ -654,7 +657,8 @@ class _Rescue:
         }
         decoded = self.client.submit(
             decode_missing, job.backups, missing, rows, plain, job.dtype, job.block_rows,
-            key=(f"polar-decode-{job.token}", started), pure=False, priority=RESCUE_PRIORITY,
+            job.inner, key=(f"polar-decode-{job.token}", started), pure=False,
+            priority=RESCUE_PRIORITY,
         )
         # a block left out of the parity (not finite) is picked as None: its work task
         # computes it directly (numpy's NaN and infinity pattern)
@@ -721,8 +725,8 @@ class _Rescue:
 def decode_missing(
     backups: dict[int, tuple[np.ndarray, tuple[int, ...]]], missing: list[int],
     rows: dict[int, WorkOutcome], plain: dict[int, np.ndarray], dtype: np.dtype,
-    block_rows: int,
-) -> dict[int, np.ndarray | None]:
+    block_rows: int, inner: int,
+) -> dict[int, Uncertain | None]:
     """The products of the ``missing`` data blocks, from the parity results ``rows``
     (position -> outcome, with the row factors of the blocks each summed in its ``side``)
     and the plain products of the other blocks those sum (``plain``, block -> product;
@@ -733,8 +737,10 @@ def decode_missing(
     row factors (`row_normalizers`; a block that is not finite is left out). Moving the
     known blocks' terms to the right leaves a small system in the missing blocks' scaled
     products, solved in double precision at least (least squares: there may be more rows
-    than unknowns). A missing block that is not finite comes back None: the parity does
-    not hold it.
+    than unknowns). Each product comes with the entries it may have lost digits in
+    (`dask_polar.codes.certify`, for ``inner``, the product's inner dimension), which its
+    work task computes from its data block. A missing block that is not finite comes back
+    None: the parity does not hold it.
     """
     factors: dict[int, tuple[np.ndarray | None, bool]] = {}
     for outcome in rows.values():
@@ -745,6 +751,11 @@ def decode_missing(
     column = {i: c for c, i in enumerate(unknown)}
     matrix = np.zeros((len(rows), len(unknown)), dtype=wide)
     rhs = np.empty((len(rows), first.size), dtype=wide)
+    # what the solve combines, for the certificate: the parity results, then the known
+    # blocks' scaled products with their coefficients in each parity row
+    results = [outcome.value for _, outcome in sorted(rows.items())]
+    known: dict[int, int] = {}
+    terms: list[tuple[int, int, float]] = []
     for r, (j, outcome) in enumerate(sorted(rows.items())):
         coefficients, sources = backups[j]
         rhs[r] = outcome.value.reshape(-1)
@@ -758,15 +769,28 @@ def decode_missing(
             value = _tasks.pad_rows(plain[source], block_rows, wide)
             if row_factors is not None:
                 value = value * row_factors[:, None]
+            if source not in known:
+                known[source] = len(results)
+                results.append(value)
+            terms.append((r, known[source], float(coefficient)))
             rhs[r] -= coefficient * value.reshape(-1)
-    solved = np.linalg.lstsq(matrix, rhs, rcond=None)[0] if unknown else rhs[:0]
-    out: dict[int, np.ndarray | None] = dict.fromkeys(missing)
-    for i, value in zip(unknown, solved):
+    out: dict[int, Uncertain | None] = dict.fromkeys(missing)
+    if not unknown:
+        return out
+    solve = np.linalg.pinv(matrix)  # (unknowns, parity rows): tiny
+    solved = solve @ rhs
+    weights = np.zeros((len(unknown), len(results)), dtype=solve.dtype)
+    weights[:, : len(rows)] = solve
+    for r, t, coefficient in terms:
+        weights[:, t] -= coefficient * solve[:, r]
+    need = required(weights, results, inner, len(results))
+    for i, value, block_need in zip(unknown, solved, need):
         value = value.reshape(first.shape)
+        suspects = Suspects.of(block_need, value)
         row_factors = factors[i][0] if i in factors else None
         if row_factors is not None:
             value = value / row_factors[:, None]
-        out[i] = value.astype(dtype, copy=False)
+        out[i] = Uncertain(value.astype(dtype, copy=False), suspects)
     return out
 
 
@@ -796,7 +820,7 @@ def _failure(future: Any, what: str) -> str:
     return describe_error(error) if error else f"{what} {future.status}"
 
 
-def _pick(decoded: dict[int, np.ndarray | None], block: int) -> np.ndarray | None:
+def _pick(decoded: dict[int, Uncertain | None], block: int) -> Uncertain | None:
     return decoded[block]
 
 

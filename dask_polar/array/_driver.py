@@ -37,10 +37,13 @@ def driver_layer(layer: dict[Any, Task], plan: ProductPlan) -> None:
     for i, rows in enumerate(plan.row_chunks):
         for c in range(len(plan.col_chunks)):
             key = (plan.out_name, i, c)
+            # with the data block and B: the entries the decode may have lost digits in
+            # are computed from them (certified decoding)
             layer[key] = Task(
                 key, _tasks.take, TaskRef(decode_key), scales,
                 TaskRef((f"polar-direct-{token}", i)), i, rows, col_bounds[c],
-                col_bounds[c + 1], plan.dtype,
+                col_bounds[c + 1], plan.dtype, TaskRef(encoded.data_keys[i]),
+                TaskRef(plan.rhs_key),
             )
 
 

@@ -19,6 +19,10 @@ largest magnitude of each row of each data block is measured where the block liv
   non-finite value.
 
 Float16 data is encoded in float32 (`work_dtype`): its range is too small for the sums.
+
+Row factors equalize rows, not entries: with mixed magnitudes inside rows, an entry of one
+block can still be far below the same entry of a block summed with it; the decode finds
+those entries and they are computed directly (`dask_polar.codes.certify`).
 """
 
 from __future__ import annotations
@@ -100,6 +104,9 @@ class Scales:
     b_finite: bool = True
     #: The work dtype (None: ``B``'s own): ``B`` is scaled in it, never in a narrower one.
     work: np.dtype | None = None
+    #: The product's inner dimension, which its decode's certificate needs
+    #: (`dask_polar.codes.certify`); None: not certified.
+    inner: int | None = None
 
     def row_factors(self, source: int) -> np.ndarray | None:
         """The factors of the rows of a term of an encode task: data block ``source``'s, or
@@ -177,7 +184,7 @@ def job_scales(
         rows.append(np.ldexp(1.0, shift) if shift.any() else None)
     finite = tuple(bool(ok) for _, ok in a_stats)
     return Scales(
-        tuple(rows), finite, math.ldexp(1.0, b_shift), bool(b_finite), np.dtype(dtype)
+        tuple(rows), finite, math.ldexp(1.0, b_shift), bool(b_finite), np.dtype(dtype), inner
     )
 
 

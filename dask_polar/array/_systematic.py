@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..codes import ErasureCode
+from ..codes.certify import Suspects, certify, decode_weights, required
 from ..executors import WorkOutcome, run_early_completion
 from ..executors.cooperative import CooperativeTask
 from ..stragglers.faults import FaultPlan
@@ -282,10 +283,17 @@ class SystematicResults:
                         value = value * factors[:, None].astype(value.dtype)
                 scaled[int(j)] = value
             decoded = self._code.decode(scaled)
-            for i in missing:
+            # the entries whose digits the decode may have cost are computed directly
+            need = required(
+                decode_weights(self._code, list(scaled))[missing], list(scaled.values()),
+                self.factors.inner, self._code.n,
+            )
+            for i, block_need in zip(missing, need):
                 factors = factors_of[i][0]
                 value = decoded[i]
-                out[i] = value if factors is None else value / factors[:, None].astype(value.dtype)
+                suspects = Suspects.of(block_need, value)
+                value = value if factors is None else value / factors[:, None].astype(value.dtype)
+                out[i] = certify(value, suspects, self._blocks[i], self._b)
         return self._direct(out, lost)
 
     def _direct(self, out: list[np.ndarray | None], blocks: list[int]) -> list[np.ndarray]:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..codes import ErasureCode, PolarCode
+from ..codes.certify import Decoded, certify
 from ..executors import WorkOutcome, open_backend, run_early_completion
 from ..executors.cooperative import CooperativeTask
 from ..jobs import JobRecord
@@ -191,10 +192,11 @@ class CodedJobSpec:
     run: JobRun
 
 
-def drive(spec: CodedJobSpec, scales: Scales, b: np.ndarray, *coded: np.ndarray) -> np.ndarray:
+def drive(spec: CodedJobSpec, scales: Scales, b: np.ndarray, *coded: np.ndarray) -> Decoded:
     """The driving task of a coded product in a graph: run it where the graph runs.
 
-    Returns the ``(k, block_rows, q)`` decoded products of the (scaled) data blocks.
+    Returns the ``(k, block_rows, q)`` decoded products of the (scaled) data blocks, with
+    the entries each output task computes again (certified decoding, `take`).
     """
     values = dict(zip(spec.coded_keys, coded))
     rhs = scales.rhs(b)
@@ -215,6 +217,7 @@ def drive(spec: CodedJobSpec, scales: Scales, b: np.ndarray, *coded: np.ndarray)
             backup=run.backup,
             timeout=run.timeout,
             panel_rows=run.panel_rows,
+            inner=b.shape[0],
         )
 
 
@@ -234,13 +237,15 @@ def run_coded_product(
     backup: float | None,
     timeout: float | None,
     panel_rows: int | None,
-) -> np.ndarray:
+    inner: int | None = None,
+) -> Any:
     """Run ``X_j @ B`` for the coded blocks in ``coded_refs`` and decode early.
 
     Coded indices missing from ``coded_refs`` are identically zero blocks: their results
     (zeros of ``result_shape``) are known without work, as are those in ``left_out`` (data
     blocks computed directly, see `Scales`); ``row_factors[j]`` scale the rows of coded
-    block ``j`` first. Returns ``(k, *result_shape)``.
+    block ``j`` first. Returns ``(k, *result_shape)``; with ``inner`` (the product's inner
+    dimension), certified: a `Decoded`.
     """
     row_factors = row_factors or {}
     zero = np.zeros(result_shape, dtype=dtype)
@@ -254,7 +259,7 @@ def run_coded_product(
 
     return run_early_completion(
         code, backend, make_task, record=record, result_shape=result_shape, dtype=dtype,
-        known=known, retries=retries, backup=backup, timeout=timeout,
+        known=known, retries=retries, backup=backup, timeout=timeout, inner=inner,
     )
 
 
@@ -291,9 +296,14 @@ def take_block(
 
 
 def take(
-    decoded: np.ndarray, scales: Scales, direct: np.ndarray | None, i: int, rows: int,
-    col_start: int, col_stop: int, dtype: np.dtype,
+    decoded: Decoded, scales: Scales, direct: np.ndarray | None, i: int, rows: int,
+    col_start: int, col_stop: int, dtype: np.dtype, block: np.ndarray, b: np.ndarray,
 ) -> np.ndarray:
-    """Output block: rows ``:rows`` of data block ``i``, columns ``col_start:col_stop``."""
-    value = decoded[i, :, col_start:col_stop]
-    return finish_block(value, scales, direct, i, rows, col_start, col_stop, dtype)
+    """Output block: rows ``:rows`` of data block ``i``, columns ``col_start:col_stop``;
+    the entries its decode may have lost digits in computed from ``block`` and ``b``."""
+    value = decoded.values[i, :, col_start:col_stop]
+    out = finish_block(value, scales, direct, i, rows, col_start, col_stop, dtype)
+    if direct is not None:
+        return out
+    suspects = decoded.suspects[i].columns(col_start, col_stop)
+    return certify(out, suspects, block, b[:, col_start:col_stop])

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..codes import ErasureCode
+from ..codes.certify import CertifiedDecoder
 from ..exceptions import CodedJobError, CodedJobTimeout
 from ..jobs import JobRecord, TaskRecord, notify, remember
 from .policy import backup_candidates
@@ -78,9 +79,12 @@ class RemoteResults(Protocol):
     def task(self, fn: Callable[..., WorkOutcome], args: tuple, key: Any) -> tuple:
         """``(fn, args)`` of a work task whose `WorkOutcome` carries a receipt, not a value."""
 
-    def decode(self, code: ErasureCode, results: Mapping[int, Any]) -> np.ndarray:
+    def decode(
+        self, code: ErasureCode, results: Mapping[int, Any], inner: int | None = None
+    ) -> Any:
         """The ``(k, *result_shape)`` decoded results from a decodable set of receipts (and
-        arrays, for results known without work)."""
+        arrays, for results known without work); with ``inner`` (the product's inner
+        dimension), certified: a `dask_polar.codes.certify.Decoded`."""
 
     def close(self) -> None:
         """The job ended: its kept results may be deleted."""
@@ -105,7 +109,8 @@ def run_early_completion(
     timeout: float | None = None,
     background: Sequence[int] = (),
     decoder: Any = None,
-) -> np.ndarray:
+    inner: int | None = None,
+) -> Any:
     """Run the coded tasks and decode from the first decodable set of results.
 
     Parameters
@@ -150,10 +155,15 @@ def run_early_completion(
         (``decodable``, ``received``, ``mask``, ``add``, ``update``, ``result``) and an
         optional ``side(index, info)`` for a `WorkOutcome`'s ``side``; default
         ``code.decoder()``.
+    inner : int, optional
+        The product's inner dimension: with it (and no ``decoder``), the decode is
+        certified (`dask_polar.codes.certify`) and returns a ``Decoded``: the values and
+        the entries they may have lost digits in.
 
     Returns
     -------
     numpy.ndarray of shape ``(k, *result_shape)``
+        Or ``decoder.result()``, or a ``Decoded`` with ``inner``.
 
     Raises
     ------
@@ -185,11 +195,12 @@ def run_early_completion(
         remote_results = getattr(backend, "remote_results", None)
         remote = None if remote_results is None else remote_results(code, flag, result_shape, dtype)
         if remote is None:
-            decoder = code.decoder() if decoder is None else decoder
+            if decoder is None:
+                decoder = code.decoder() if inner is None else CertifiedDecoder(code, inner)
             kind: type = np.ndarray
         else:  # results stay where they ran until decoded there: release them at the end
             job_scope.callback(remote.close)
-            decoder, kind = _KeptResults(code, remote), remote.receipt_type
+            decoder, kind = _KeptResults(code, remote, inner), remote.receipt_type
         for j, value in (known or {}).items():
             decoder.add(j, value)
             tasks[j].status = "zero"
@@ -493,9 +504,10 @@ class _KeptResults:
     """The decoder of a job whose results stay remote: `IncrementalDecoder`'s interface,
     decodability from the receipts alone (`DecodabilityTracker`), decoding by ``remote``."""
 
-    def __init__(self, code: ErasureCode, remote: RemoteResults) -> None:
+    def __init__(self, code: ErasureCode, remote: RemoteResults, inner: int | None = None) -> None:
         self._tracker = code.tracker()
         self._remote = remote
+        self._inner = inner  # certified decoding (`RemoteResults.decode`)
         self._results: dict[int, Any] = {}
 
     decodable = property(lambda self: self._tracker.decodable)
@@ -510,12 +522,15 @@ class _KeptResults:
             self._results.setdefault(int(index), value)
         return self._tracker.update(results)
 
-    def result(self) -> np.ndarray:
+    def result(self) -> Any:
         used = self._tracker.used
         if used is None:
             raise self._tracker.not_decodable()
         code = self._tracker.code
-        return self._remote.decode(code, {j: self._results[j] for j in np.flatnonzero(used)})
+        results = {j: self._results[j] for j in np.flatnonzero(used)}
+        if self._inner is None:
+            return self._remote.decode(code, results)
+        return self._remote.decode(code, results, inner=self._inner)
 
 
 def _malformed(

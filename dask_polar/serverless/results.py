@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..codes.certify import Decoded, Suspects, certified_decode
 from ..exceptions import RemoteDecodeError
 from ..executors import WorkOutcome
 from . import protocol
@@ -221,13 +222,19 @@ Source = tuple[str, str] | np.ndarray | None
 
 
 def decode_panel(
-    store: S3ResultStore, code: Any, panel: int, sources: Mapping[int, Source]
-) -> np.ndarray:
+    store: S3ResultStore, code: Any, panel: int, sources: Mapping[int, Source],
+    inner: int | None = None,
+) -> np.ndarray | Decoded:
     """A decode task: rows ``store.rows(panel)`` of the ``k`` decoded results.
+
+    With ``inner`` (the product's inner dimension) the decode is certified
+    (`dask_polar.codes.certify`): the panel comes with the entries it may have lost digits
+    in, which the client computes from the data blocks.
 
     Returns
     -------
     numpy.ndarray of shape ``(k, stop - start, *shape[1:])``
+        Or, with ``inner``, `Decoded` with those values.
 
     Raises
     ------
@@ -248,7 +255,7 @@ def decode_panel(
         with cf.ThreadPoolExecutor(min(FETCH_THREADS, len(stored))) as pool:
             reads = {j: pool.submit(store.read, key, panel, sha) for j, (key, sha) in stored.items()}
             values.update((j, read.result()) for j, read in reads.items())
-    return code.decode(values)
+    return code.decode(values) if inner is None else certified_decode(code, values, inner)
 
 
 class FunctionDecode:
@@ -285,7 +292,9 @@ class FunctionDecode:
         """The work task ``fn(*args)`` that keeps its value in S3 and returns a receipt."""
         return keep_result, (self.store, protocol.slug(key), fn, *args)
 
-    def decode(self, code: Any, results: Mapping[int, Any]) -> np.ndarray:
+    def decode(
+        self, code: Any, results: Mapping[int, Any], inner: int | None = None
+    ) -> np.ndarray | Decoded:
         """Decode a decodable set of receipts in one Lambda invocation per row panel.
 
         Parameters
@@ -294,10 +303,14 @@ class FunctionDecode:
         results : mapping of int -> ResultReceipt or numpy.ndarray
             Receipts of stored results (checked by the driver: the job's shape and dtype)
             and arrays known without work.
+        inner : int, optional
+            The product's inner dimension: with it, the decode is certified (see
+            `decode_panel`).
 
         Returns
         -------
         numpy.ndarray of shape ``(k, *shape)``
+            Or, with ``inner``, `Decoded` with those values.
 
         Raises
         ------
@@ -320,9 +333,10 @@ class FunctionDecode:
             return out
 
         def submit(panel: int) -> cf.Future:
-            return self.executor.submit(decode_panel, store, code, panel, sources(panel))
+            return self.executor.submit(decode_panel, store, code, panel, sources(panel), inner)
 
         out = np.empty((code.k, *store.shape), dtype=store.dtype)
+        suspects: list[list[Suspects]] = [[] for _ in range(code.k)]
         attempts = dict.fromkeys(range(panels), 1)
         pending = {submit(p): p for p in range(panels)}
         self._count(decode_panels=panels)
@@ -344,8 +358,13 @@ class FunctionDecode:
                         pending[submit(panel)] = panel
                         continue
                     expected = (code.k, hi - lo, *store.shape[1:])
-                    if not (isinstance(value, np.ndarray) and value.shape == expected
-                            and value.dtype == store.dtype):
+                    found: list[Suspects] | None = None
+                    if isinstance(value, Decoded) and len(value.suspects) == code.k:
+                        value, found = value.values, value.suspects
+                    if (inner is not None and found is None) or not (
+                        isinstance(value, np.ndarray) and value.shape == expected
+                        and value.dtype == store.dtype
+                    ):
                         got = (
                             f"shape {value.shape}, dtype {value.dtype}"
                             if isinstance(value, np.ndarray) else f"a {type(value).__name__}"
@@ -356,10 +375,14 @@ class FunctionDecode:
                             f"{store.dtype}",
                         )
                     out[:, lo:hi] = value
+                    for i, part in enumerate(found or ()):
+                        suspects[i].append(part.shifted(lo))
         finally:
             for future in pending:  # a failed panel ends the decode: send no more calls
                 future.cancel()
-        return out
+        if inner is None:
+            return out
+        return Decoded(out, [Suspects.joined(parts) for parts in suspects])
 
     def close(self) -> None:
         """The job ended: let the executor delete its objects (once its invocations are back)."""
