@@ -23,7 +23,10 @@ Targets (PASS/MISS, not raised):
   measured in the cell without stragglers: the butterfly, at about 3.8x, is not);
 * without stragglers, auto <= 1.15x plain Dask;
 * after a change from 5 % to 20 %, auto within 1.1x the best fixed method within 10 jobs;
-* the chosen candidate's predicted median within 25 % of the realised one (median over jobs).
+* the chosen candidate's predicted median within 25 % of the realised one: per cell, the
+  median of the predictions against the median of the realised latencies (of the jobs
+  after warming up); the median of that error over the cells. Each job's own error is in
+  the JSON (one job's latency is a draw from a wide distribution, the prediction a median).
 
 ``python -m benchmarks --quick auto``: 5 seeds per cell; full: 9.
 """
@@ -154,7 +157,13 @@ def _cell(A: Any, B: Any, expected: Any, model: Any, seeds: int, methods: list[s
         "walls": [r["wall"] for r in auto], "chosen": [r["chosen"] for r in auto],
         "ok": all(r["ok"] for r in auto),
         "prediction_error": [abs(r["predicted"] - r["realised"]) / r["realised"]
-                             for r in auto if r["predicted"] is not None and r["realised"]],
+                             for r in measured if r["predicted"] is not None and r["realised"]],
+        # the chosen candidates' predicted medians against the realised median, over the
+        # jobs after warming up (one job's latency is a draw, the prediction a median)
+        "median_error": abs(
+            np.median([r["predicted"] for r in measured if r["predicted"] is not None])
+            / np.median([r["realised"] for r in measured]) - 1
+        ),
     }
     stats["best_fixed"] = min(allowed or methods, key=lambda m: stats[m]["median_wall"])
     stats["best_any"] = min(methods, key=lambda m: stats[m]["median_wall"])
@@ -202,9 +211,14 @@ def _cluster_section(seeds: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with LocalCluster(n_workers=4, threads_per_worker=2, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        A, B, expected = _data("thin")
-        A, B = client.persist(A), client.persist(B)
+        import dask.array as da
+
+        rows_per_block, p, q = PRODUCTS["thin"]
+        rng = da.random.default_rng(SEED)  # made on the workers: no 64 MiB graph to send
+        A = rng.standard_normal((rows_per_block * K, p), chunks=(rows_per_block, p)).persist()
+        B = rng.standard_normal((p, q), chunks=(p, q)).persist()
         wait([A, B])
+        expected = A.compute() @ B.compute()
         for cell in ("none", "bimodal 5%", "bimodal 20%"):
             results[cell] = _cell(A, B, expected, cells[cell], seeds, list(CLUSTER_METHODS), client)
             _print_row(f"cluster | thin | {cell}", results[cell], list(CLUSTER_METHODS))
@@ -228,8 +242,9 @@ def _targets(threads: dict[str, Any], cluster: dict[str, Any], change: dict[str,
             checks.append((f"{where} | {key}", "auto vs best fixed", auto / best, 1.1))
             if key.endswith("none"):
                 checks.append((f"{where} | {key}", "auto vs plain", auto / stats["plain"]["median_wall"], 1.15))
-    errors = [e for cells in (threads, cluster) for s in cells.values() for e in s["auto"]["prediction_error"]]
-    checks.append(("all cells", "predicted vs realised (median |error|)", float(np.median(errors)), 0.25))
+    errors = [s["auto"]["median_error"] for cells in (threads, cluster) for s in cells.values()]
+    checks.append(("all cells", "predicted vs realised median (median over cells of |error|)",
+                   float(np.median(errors)), 0.25))
     adapted = change["adapted_after_jobs"]
     checks.append(("5% -> 20%", "jobs to adapt", float("inf") if adapted is None else adapted, 10))
     return [{"cell": c, "ratio": r, "value": v, "target": t, "pass": v <= t} for c, r, v, t in checks]

@@ -342,8 +342,13 @@ def _cluster_record(client: Any) -> JobRecord | None:
         events = client.get_events(EVENT_TOPIC)
         record = JobRecord.from_dict(events[-1][1]) if events else None
         starts = [m for _, m in client.get_events(PROGRESS_TOPIC) if m.get("event") == "start"]
-        newest = max((m["started"] for m in starts), default=None)
-        if newest is None or (record is not None and record.started >= newest):
+        newest_start = max(starts, key=lambda m: m["started"], default=None)
+        newest = None if newest_start is None else newest_start["started"]
+        if newest is None or (record is not None and (
+            record.started >= newest
+            # a plain product announces its first block to start here, not its earliest
+            or (record.code == "plain" and record.token == newest_start["token"])
+        )):
             return record
         if time.monotonic() >= deadline:
             return record

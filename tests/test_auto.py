@@ -273,3 +273,17 @@ def test_a_scheduler_with_the_preload_plans_from_its_own_statistics():
                 dask_polar.disable()
 
     asyncio.run(main())
+
+
+def test_a_plain_records_clock_covers_all_its_blocks():
+    """Dask's threads run the blocks in any order: the record starts with the earliest."""
+    from dask_polar.stragglers import ShiftedExponential
+
+    A, B = rand((16 * 4, 4), (4, 4)), rand((4, 2), (4, 2), seed=1)
+    faults = Faults(ShiftedExponential(shift=0.02, scale=0.001), mode="block")
+    with dask.config.set(num_workers=2):
+        dask_polar.coded_matmul(A, B, code="auto", stragglers=faults).compute(scheduler="threads")
+    record = dask_polar.last_job()
+    assert record.code == "plain" and min(t.started for t in record.tasks) == 0.0
+    assert record.decoded_at >= 8 * 0.02  # 16 blocks of 20 ms on 2 threads
+    assert record.decoded_at == max(t.finished for t in record.tasks)

@@ -125,9 +125,7 @@ class BackendStats:
             while len(self._plain) > 256:  # products whose other tasks never reported
                 self._plain.pop(next(iter(self._plain)))
         tasks = [runs[i] for i in sorted(runs)]
-        # the job's clock starts with its first block (whose start was announced, see
-        # `timed_block_product`); a block another thread began a moment earlier starts < 0
-        start = tasks[0].started
+        start = min(t.started for t in tasks)
         for t in tasks:
             t.started, t.finished = t.started - start, t.finished - start
         end = max(t.finished for t in tasks)
@@ -361,7 +359,6 @@ def plan_product(
     made = plan(
         k, relative=stats.learned.model(), task_seconds=typical, compute_seconds=compute,
         block_bytes=rows * inner * itemsize, slots=slots, coded_slots=coded_slots, cores=cores,
-        background=key == "threads",
         overheads=overheads, cost_cap=check_real(
             "polar.auto.cost-cap", config.get("auto.cost-cap"), minimum=1.0
         ),
@@ -402,7 +399,8 @@ _NEVER = threading.Event()  # a plain task's "cancel flag": plain products are n
 
 def _announce(token: str, started: float, expected: int) -> None:
     """On a distributed worker, tell the scheduler's observers a plain product began (its
-    first block): `dask_polar.last_job` then waits for its record, and the dashboard shows it."""
+    block 0, which need not be the first to start): `dask_polar.last_job` then waits for
+    its record, and the dashboard shows it."""
     from ..jobs import PROGRESS_TOPIC, _current_worker, progress_event
 
     worker = _current_worker()

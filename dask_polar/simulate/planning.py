@@ -11,8 +11,7 @@ tables, on the same draws for every candidate):
 * ``replication``: two copies of every block;
 * ``polar`` (systematic, at ``n = 2k`` and at the highest rate a power of two allows):
   the data blocks first, one copy for a block late by 1.5x the median, parity for a copy
-  late too; with ``background`` (threads) parity also runs in the gaps from the start,
-  and the job ends when its results decode, if that comes first;
+  late too (the parity runs only then: for stragglers, in the gaps they leave);
 * ``polar-butterfly``: the non-systematic code, all ``n`` tasks after an encode,
   decodable at the SC decoder's moment (an upper bound of the inactivation decoder's);
 * ``mds`` (``k <= MDS_MAX_K``): any ``k`` of ``n = 2k``.
@@ -199,7 +198,6 @@ def plan(
     slots: int,
     coded_slots: int,
     cores: int | None = None,
-    background: bool = False,
     overheads: dict[str, float] | None = None,
     cost_cap: float = 2.0,
     max_tasks: int = 4096,
@@ -223,10 +221,6 @@ def plan(
         Tasks that run at once for plain Dask and for a coded job.
     cores : int, optional
         Cores the products share (default ``slots``).
-    background : bool, default False
-        Whether a systematic job runs its parity in the gaps from the start (the threads
-        backend), so that it is also done once its results decode as the code's do; on a
-        cluster the parity runs only for failed or late blocks.
     overheads : dict of str -> float, optional
         Seconds added to a candidate's latency (by name; default 0).
     cost_cap : float, default 2.0
@@ -261,13 +255,6 @@ def plan(
             needed = k
         elif systematic:
             latency, needed = _systematic(pool[:, :k], again[:, :k], third)
-            if background:  # parity runs in the gaps from the start: decodable as the code is
-                method = "mds" if c.name == "mds" else "polar-sc"
-                coded = simulate(times=pool, k=k, methods=[method], cost=CostModel.free())
-                latency = np.minimum(latency, coded.latency[method])
-                # the parity that finished by then computed (its sum too: ~2 products)
-                parity = (pool[:, k:] <= (latency + compute_seconds)[:, None]).sum(axis=1)
-                needed = needed + 2 * parity
             if c.name == "mds":
                 decode = cost.mds_decode(k, 1, block_bytes)
         else:
