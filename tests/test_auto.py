@@ -147,13 +147,19 @@ def test_auto_chooses_plain_without_stragglers_and_is_exact(vector):
 STRAGGLERS = Faults(Bimodal(base=0.01, slow_prob=0.25, slowdown=30.0), mode="block")
 
 
-def test_faults_given_per_task_run_the_polar_code_they_name():
+def test_options_that_name_the_polar_code_run_it_unplanned():
+    """Faults per task index, polar's own options, or an executor where the work must run."""
+    import concurrent.futures as cf
+
     A, B = rand((80, 6), (10, 6)), rand((6, 2), (6, 2), seed=1)
-    for faults in ([0.0] * 16, Faults(fail=(1,))):
-        C = dask_polar.coded_matmul(A, B, code="auto", stragglers=faults)
+    pool = cf.ThreadPoolExecutor(4)
+    for options in ({"stragglers": [0.0] * 16}, {"stragglers": Faults(fail=(1,))}, {"n": 16},
+                    {"executor": pool}):
+        C = dask_polar.coded_matmul(A, B, code="auto", **options)
         np.testing.assert_allclose(C.compute(scheduler="threads"), A.compute() @ B.compute())
         record = dask_polar.last_job()
         assert record.code.startswith("<PolarCode n=16 k=8") and record.plan is None
+    pool.shutdown()
 
 
 def test_auto_learns_from_plain_products_and_switches():
@@ -187,6 +193,16 @@ def test_auto_through_the_rewrite():
                 np.testing.assert_allclose((A @ x).compute(scheduler="threads"), A.compute() @ x.compute())
             chosen.append(dask_polar.last_job().plan["chosen"])
     assert "plain" not in chosen[1:], chosen
+
+
+def test_learning_can_be_switched_off():
+    A, B = rand((32 * 8, 16), (8, 16)), rand((16, 2), (16, 2), seed=1)
+    with dask.config.set({"polar.auto.learn": False}):
+        for seed in range(2):
+            dask_polar.coded_matmul(A, B, code="auto", stragglers=STRAGGLERS, seed=seed).compute(
+                scheduler="threads")
+            assert dask_polar.last_job().plan["chosen"] == "plain"
+    assert _auto.backend_stats("threads").learned.jobs == 0
 
 
 def test_statistics_persist_only_where_asked(tmp_path):
@@ -287,3 +303,28 @@ def test_a_plain_records_clock_covers_all_its_blocks():
     assert record.code == "plain" and min(t.started for t in record.tasks) == 0.0
     assert record.decoded_at >= 8 * 0.02  # 16 blocks of 20 ms on 2 threads
     assert record.decoded_at == max(t.finished for t in record.tasks)
+
+
+def test_overheads_shrink_to_zero_and_are_forgotten():
+    stats = _auto.BackendStats()
+    stats.residuals = {"plain": [[1, 0.4]], "polar": [[1, 0.2], [2, 0.3], [3, 0.25]]}
+    stats.planned_jobs = 3
+    overheads = stats.overheads(0.03)
+    assert overheads["plain"] == pytest.approx(0.2)  # one residual, shrunk: median(0.4, 0)
+    assert overheads["polar"] == pytest.approx(0.25 + 0.03)
+    assert overheads["mds"] == pytest.approx(0.03)  # never run: no residual, the job's cost
+    stats.planned_jobs = 3 + _auto.RESIDUAL_JOBS  # plain not chosen since: tried again
+    assert stats.overheads(0.03)["plain"] == 0.0
+
+
+def test_the_tail_outlives_the_window_for_censored_stragglers():
+    """Jobs that cancel their stragglers still say how slow stragglers are."""
+    learned = LearnedRuntimes(window=8, prior=[1.0])
+    learned.add_job([1.0] * 6 + [15.0, 15.0])  # a plain job: its stragglers finished
+    for _ in range(3):  # coded jobs: the stragglers cancelled at 3x, nothing finished beyond
+        learned.add_job([1.0] * 7 + [3.0], censored=[False] * 7 + [True])
+    samples = learned.samples()
+    assert 15.0 not in learned.to_dict()["values"]  # out of the window ...
+    assert samples.max() == 15.0                     # ... but the censored stand for it
+    again = LearnedRuntimes.from_dict(learned.to_dict())
+    np.testing.assert_array_equal(again.samples(), samples)

@@ -48,6 +48,9 @@ SMOOTHING = 0.5
 RESIDUALS = 5
 #: Zero residuals a method's overhead starts from.
 PRIOR_RESIDUALS = 2
+#: A residual is forgotten after this many planned jobs of the backend: a method ruled out
+#: by a few unlucky jobs (or a busy moment) is tried again, and measured again.
+RESIDUAL_JOBS = 8
 
 
 class BackendStats:
@@ -60,7 +63,9 @@ class BackendStats:
             window=int(config.get("auto.window")), prior=config.get("auto.prior")
         )
         self.typical: dict[str, float] = {}    # block signature -> median task seconds
-        self.residuals: dict[str, list[float]] = {}  # method -> realised - predicted, newest last
+        # method -> [planned job number, realised - predicted], newest last
+        self.residuals: dict[str, list[list[float]]] = {}
+        self.planned_jobs = 0
         self._plain: dict[str, dict[int, TaskRecord]] = {}  # token -> index -> its last run
         self._lock = threading.Lock()
         path = config.get("auto.path")
@@ -71,7 +76,10 @@ class BackendStats:
                 self.load(saved)
 
     def record(self, record: JobRecord) -> None:
-        """Learn from a finished job's record (its plan, if any, calibrates the overheads)."""
+        """Learn from a finished job's record (its plan, if any, calibrates the overheads);
+        nothing with ``polar.auto.learn`` off (plans then keep to the prior)."""
+        if not config.get("auto.learn"):
+            return
         times, censored = [], []
         for task in record.tasks:
             if task.started is None or task.status in ("zero", "skipped", "pending"):
@@ -96,21 +104,27 @@ class BackendStats:
                 chosen = record.plan["chosen"]
                 raw = record.plan.get("raw", {}).get(chosen)
                 if raw is not None and record.decoded_at is not None:
+                    self.planned_jobs += 1
                     kept = self.residuals.setdefault(chosen, [])
-                    kept.append(record.decoded_at - raw)
+                    kept.append([self.planned_jobs, record.decoded_at - raw])
                     del kept[:-RESIDUALS]
         _persist(self)
 
     def overheads(self, job_seconds: float) -> dict[str, float]:
-        """Each method's seconds beyond its prediction: the median of its recent residuals,
-        plus ``job_seconds`` for a coded job's start and end outside its record's clock."""
+        """Each method's seconds beyond its prediction: the median of its residuals of the
+        last `RESIDUAL_JOBS` planned jobs, plus ``job_seconds`` for a coded job's start and
+        end outside its record's clock."""
         with self._lock:
-            # shrunk towards 0 until a method has PRIOR_RESIDUALS of its own: one slow
-            # first run (imports, caches) must not rule a method out
-            known = {
-                name: float(np.median(r + [0.0] * max(0, PRIOR_RESIDUALS - len(r))))
-                for name, r in self.residuals.items() if r
+            recent = {
+                name: [value for job, value in kept if job > self.planned_jobs - RESIDUAL_JOBS]
+                for name, kept in self.residuals.items()
             }
+        # shrunk towards 0 until a method has PRIOR_RESIDUALS of its own: one slow first
+        # run (imports, caches) must not rule a method out
+        known = {
+            name: float(np.median(r + [0.0] * max(0, PRIOR_RESIDUALS - len(r))))
+            for name, r in recent.items() if r
+        }
         return {name: known.get(name, 0.0) + (0.0 if name == "plain" else job_seconds)
                 for name in METHOD_NAMES}
 
@@ -138,13 +152,16 @@ class BackendStats:
         """JSON-friendly (what `RuntimesPlugin` sends clients, what ``polar.auto.path`` keeps)."""
         with self._lock:
             return {"learned": self.learned.to_dict(), "typical": dict(self.typical),
-                    "residuals": {name: list(r) for name, r in self.residuals.items()}}
+                    "residuals": {name: list(r) for name, r in self.residuals.items()},
+                    "planned_jobs": self.planned_jobs}
 
     def load(self, state: dict[str, Any]) -> None:
         with self._lock:
             self.learned = LearnedRuntimes.from_dict(state["learned"])
             self.typical = dict(state.get("typical", {}))
-            self.residuals = {name: list(r) for name, r in state.get("residuals", {}).items()}
+            self.residuals = {name: [list(pair) for pair in r]
+                              for name, r in state.get("residuals", {}).items()}
+            self.planned_jobs = int(state.get("planned_jobs", 0))
 
 
 _STATS: dict[str, BackendStats] = {}
@@ -339,15 +356,17 @@ def plan_product(
 
     Injected faults given per task (an array of delays, failing task indices) name the
     tasks of the polar code, and ``n``, ``straggler_prob``, ``runtimes`` and ``systematic``
-    are the polar code's options: with any of them the product runs that code, unplanned."""
+    are the polar code's options: with any of them, or with an ``executor`` (where the user
+    wants the work done), the product runs that code, unplanned."""
     faults = options.stragglers
     per_task = faults is not None and (
         not isinstance(getattr(faults, "delays", faults), RuntimeModel) or getattr(faults, "fail", ())
     )
     polar_only = (options.n, options.straggler_prob, options.runtimes, options.systematic)
-    if per_task or any(value is not None for value in polar_only):
+    if per_task or any(value is not None for value in polar_only) or options.executor is not None:
         # delays or failures of given task indices name the polar code's tasks, and n and
-        # the design options are the polar code's: the user chose it
+        # the design options are the polar code's: the user chose it. An executor (Lambda,
+        # say) is where the user wants the work: plain Dask would run it here instead
         return dataclasses.replace(options, code="polar"), None
     key, stats, slots, coded_slots, cores = _backend(options, 2 * k)
     if workers is not None:  # a pool of single-threaded workers, as the simulator has

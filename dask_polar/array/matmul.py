@@ -79,8 +79,8 @@ def coded_matmul(
         past jobs showed (plain Dask, backup tasks, replication, systematic polar or MDS;
         see the user guide's "A code that chooses itself"); ``"polar"``, ``"mds"``,
         ``"replication"``, ``"uncoded"``, ``"local-product"``, or a code object from
-        `dask_polar.codes`. With ``n``, ``straggler_prob``, ``runtimes``, ``systematic`` or
-        faults injected per task, ``"auto"`` runs polar.
+        `dask_polar.codes`. With ``n``, ``straggler_prob``, ``runtimes``, ``systematic``, an
+        ``executor`` or faults injected per task, ``"auto"`` runs polar.
     n : int, optional
         Number of coded tasks (see `make_code` for the defaults).
     k : int, optional

@@ -6,7 +6,10 @@ the product's size, so one window serves every product on a backend. A task that
 finished (cancelled, or rescued by a copy while it still ran) is *censored*: it took at
 least the time it was seen running. Its sample stands for the median of the finished
 samples beyond that point (Kaplan-Meier's redistribution of censored mass, made
-deterministic), or for the point itself when none is beyond.
+deterministic), or for the point itself when none is beyond. The finished samples of the
+tail (beyond `TAIL`) are also kept apart, as many as the window holds: a job that outran
+its stragglers (it copied them and cancelled them) finishes none, and without that memory
+its stragglers would look no slower than the moment they were cancelled.
 
 Pure numpy; the planner (`dask_polar.array._auto`) keeps one `LearnedRuntimes` per backend.
 """
@@ -22,7 +25,10 @@ import numpy as np
 from .._validation import as_real_array, check_int
 from .models import Empirical
 
-__all__ = ["LearnedRuntimes"]
+__all__ = ["LearnedRuntimes", "TAIL"]
+
+#: Relative task times beyond this are the tail, remembered apart (see the module).
+TAIL = 2.0
 
 
 class LearnedRuntimes:
@@ -55,6 +61,7 @@ class LearnedRuntimes:
             raise ValueError("prior must hold at least one finite, non-negative relative time")
         self._values: collections.deque[float] = collections.deque(values.tolist(), maxlen=self.window)
         self._censored: collections.deque[bool] = collections.deque([False] * values.size, maxlen=self.window)
+        self._tail: collections.deque[float] = collections.deque(maxlen=self.window)
         self._lock = threading.Lock()
         self.jobs = 0
         #: Incremented by every job added: a planner caches its choice per generation.
@@ -74,9 +81,11 @@ class LearnedRuntimes:
         median = float(np.median(finished))
         if median <= 0:
             return
+        relative = times / median
         with self._lock:
-            self._values.extend((times / median).tolist())
+            self._values.extend(relative.tolist())
             self._censored.extend(flags.tolist())
+            self._tail.extend(relative[~flags & (relative > TAIL)].tolist())
             self.jobs += 1
             self.generation += 1
 
@@ -85,8 +94,9 @@ class LearnedRuntimes:
         with self._lock:
             values = np.array(self._values)
             censored = np.array(self._censored, dtype=bool)
+            tail = np.array(self._tail)
         if censored.any():
-            finished = np.sort(values[~censored])
+            finished = np.sort(np.concatenate([values[~censored], tail]))
             for i in np.flatnonzero(censored):
                 beyond = finished[np.searchsorted(finished, values[i], side="right"):]
                 if beyond.size:
@@ -101,7 +111,7 @@ class LearnedRuntimes:
         """A JSON-friendly state (`from_dict` restores it)."""
         with self._lock:
             return {"window": self.window, "values": list(self._values),
-                    "censored": list(self._censored), "jobs": self.jobs}
+                    "censored": list(self._censored), "tail": list(self._tail), "jobs": self.jobs}
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> LearnedRuntimes:
@@ -109,6 +119,7 @@ class LearnedRuntimes:
         learned._censored = collections.deque(
             [bool(c) for c in state["censored"]], maxlen=learned.window
         )
+        learned._tail.extend(state.get("tail", []))
         learned.jobs = int(state.get("jobs", 0))
         return learned
 
