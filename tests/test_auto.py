@@ -307,10 +307,12 @@ def test_a_plain_records_clock_covers_all_its_blocks():
 
 def test_overheads_shrink_to_zero_and_are_forgotten():
     stats = _auto.BackendStats()
-    stats.residuals = {"plain": [[1, 0.4]], "polar": [[1, 0.2], [2, 0.3], [3, 0.25]]}
+    stats.residuals = {"plain": [[1, 0.4], [2, 0.5]], "polar": [[1, 0.2], [2, 0.3], [3, 0.25]],
+                       "backup": [[3, 9.0]]}
     stats.planned_jobs = 3
     overheads = stats.overheads(0.03)
-    assert overheads["plain"] == pytest.approx(0.2)  # one residual, shrunk: median(0.4, 0)
+    assert overheads["plain"] == pytest.approx(0.4)  # two residuals, shrunk: median(.4, .5, 0)
+    assert overheads["backup"] == pytest.approx(0.03)  # one unlucky job moves nothing
     assert overheads["polar"] == pytest.approx(0.25 + 0.03)
     assert overheads["mds"] == pytest.approx(0.03)  # never run: no residual, the job's cost
     stats.planned_jobs = 3 + _auto.RESIDUAL_JOBS  # plain not chosen since: tried again

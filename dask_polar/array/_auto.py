@@ -46,11 +46,12 @@ SMOOTHING = 0.5
 #: A method's overhead is the median of its last this many residuals (robust to the one
 #: job whose stragglers the draws did not foresee).
 RESIDUALS = 5
-#: Zero residuals a method's overhead starts from.
-PRIOR_RESIDUALS = 2
+#: Zero residuals a method's overhead starts from: one unlucky job (a busy moment, a first
+#: run's imports) moves nothing, two that agree do.
+PRIOR_RESIDUALS = 3
 #: A residual is forgotten after this many planned jobs of the backend: a method ruled out
 #: by a few unlucky jobs (or a busy moment) is tried again, and measured again.
-RESIDUAL_JOBS = 8
+RESIDUAL_JOBS = 12
 
 
 class BackendStats:
