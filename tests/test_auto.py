@@ -313,6 +313,8 @@ def test_overheads_shrink_to_zero_and_are_forgotten():
     overheads = stats.overheads(0.03)
     assert overheads["plain"] == pytest.approx(0.4)  # two residuals, shrunk: median(.4, .5, 0)
     assert overheads["backup"] == pytest.approx(0.03)  # one unlucky job moves nothing
+    stats.residuals["mds"] = [[3, -0.01]]
+    assert stats.overheads(0.03)["mds"] == pytest.approx(0.02)  # faster than predicted: at once
     assert overheads["polar"] == pytest.approx(0.25 + 0.03)
     assert overheads["mds"] == pytest.approx(0.03)  # never run: no residual, the job's cost
     stats.planned_jobs = 3 + _auto.RESIDUAL_JOBS  # plain not chosen since: tried again

@@ -46,8 +46,9 @@ SMOOTHING = 0.5
 #: A method's overhead is the median of its last this many residuals (robust to the one
 #: job whose stragglers the draws did not foresee).
 RESIDUALS = 5
-#: Zero residuals a method's overhead starts from: one unlucky job (a busy moment, a first
-#: run's imports) moves nothing, two that agree do.
+#: Zero residuals a method's penalty starts from: one unlucky job (a busy moment, a first
+#: run's imports) moves nothing, two that agree do; a method faster than predicted is
+#: credited at once.
 PRIOR_RESIDUALS = 3
 #: A residual is forgotten after this many planned jobs of the backend: a method ruled out
 #: by a few unlucky jobs (or a busy moment) is tried again, and measured again.
@@ -120,10 +121,12 @@ class BackendStats:
                 name: [value for job, value in kept if job > self.planned_jobs - RESIDUAL_JOBS]
                 for name, kept in self.residuals.items()
             }
-        # shrunk towards 0 until a method has PRIOR_RESIDUALS of its own: one slow first
-        # run (imports, caches) must not rule a method out
+        # a penalty is shrunk towards 0 until a method has PRIOR_RESIDUALS of its own (one
+        # slow run, a busy moment or a first run's imports, must not rule a method out); a
+        # method faster than predicted is credited at once
         known = {
-            name: float(np.median(r + [0.0] * max(0, PRIOR_RESIDUALS - len(r))))
+            name: min(float(np.median(r)),
+                      float(np.median(r + [0.0] * max(0, PRIOR_RESIDUALS - len(r)))))
             for name, r in recent.items() if r
         }
         return {name: known.get(name, 0.0) + (0.0 if name == "plain" else job_seconds)
